@@ -1,0 +1,478 @@
+//! Wasmgate's declarative configuration.
+//!
+//! The YAML file is read into the serde structs below (unknown fields are refused), then
+//! [`GatewayConfig::validate`] checks what serde cannot: ids, ranges, URLs. Everything that
+//! needs the proxy or the plugin runtime (path templates, plugin configs) is checked when the
+//! gateway builds a snapshot from this config; errors there name the same places.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Built-in plugins bundled with the gateway; any other name must be in `plugins:`.
+pub const BUILTIN_PLUGINS: &[&str] = &["cors", "response-headers"];
+
+/// A config that could not be loaded: which file, where in it, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// A readable path to the offending item, e.g. ``group `demo` > api `hello` > policies[0]``.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if !self.location.is_empty() {
+            write!(f, ": {}", self.location)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The whole gateway configuration (one YAML file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    /// Custom plugins by name; the built-in ones need no entry.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSource>,
+    #[serde(default)]
+    pub groups: Vec<ApiGroup>,
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 8080)) }]
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub address: SocketAddr,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    /// How long SIGTERM waits for in-flight requests before closing connections.
+    pub drain_timeout_ms: u64,
+    /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/wasmgate` or
+    /// `~/.cache/wasmgate`.
+    pub plugin_cache_dir: Option<PathBuf>,
+    /// The deployment environment APIs are served in (`RELEASE` unless set).
+    pub environment: String,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            drain_timeout_ms: 10_000,
+            plugin_cache_dir: None,
+            environment: "RELEASE".into(),
+        }
+    }
+}
+
+/// A custom plugin: a Wasm component on disk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSource {
+    /// Relative paths are resolved against the config file's folder.
+    pub path: PathBuf,
+}
+
+/// A set of APIs served on its own domains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiGroup {
+    pub id: String,
+    /// Host names this group answers on; empty or `*` answers on any host that no other
+    /// group claims.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub apis: Vec<Api>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// One method, a list, or `ANY`.
+    #[serde(default)]
+    pub method: Methods,
+    /// `/users/{id}`, `/files/{path+}`.
+    pub path: String,
+    #[serde(default, rename = "match")]
+    pub match_mode: MatchMode,
+    /// `{http: {...}}` or `{mock: {...}}`.
+    #[serde(with = "serde_norway::with::singleton_map")]
+    pub backend: Backend,
+    /// Applied in order.
+    #[serde(default)]
+    pub policies: Vec<PolicyBinding>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Methods {
+    One(String),
+    List(Vec<String>),
+}
+
+impl Default for Methods {
+    fn default() -> Self {
+        Methods::One("ANY".into())
+    }
+}
+
+impl Methods {
+    /// The listed methods upper-cased; empty means any method.
+    pub fn normalized(&self) -> Vec<String> {
+        let list: Vec<&String> = match self {
+            Methods::One(m) => vec![m],
+            Methods::List(v) => v.iter().collect(),
+        };
+        let list: Vec<String> = list.into_iter().map(|m| m.trim().to_ascii_uppercase()).collect();
+        if list.iter().any(|m| m == "ANY") { Vec::new() } else { list }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MatchMode {
+    #[default]
+    Exact,
+    Prefix,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Backend {
+    Http(HttpBackend),
+    Mock(MockBackend),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpBackend {
+    /// `http://host:port[/base]`.
+    pub url: String,
+    /// Backend path template (`/v2/items/{id}`); default: the request path appended to the
+    /// URL's base path.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "default_backend_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_backend_timeout() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MockBackend {
+    #[serde(default = "default_mock_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_mock_status() -> u16 {
+    200
+}
+
+/// One use of a plugin on one API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBinding {
+    pub plugin: String,
+    /// Handed to the plugin as JSON; the plugin validates it at load.
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// What a request gets when this plugin fails (trap, deadline, memory cap).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Answer 500 with the gateway error code.
+    #[default]
+    Closed,
+    /// Skip the plugin and go on.
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginLimits {
+    /// CPU deadline per call.
+    pub cpu_ms: u64,
+    /// Linear memory cap per instance.
+    pub memory_mib: u32,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        PluginLimits { cpu_ms: 50, memory_mib: 16 }
+    }
+}
+
+/// Bounds on limits, so one binding cannot reserve the whole machine.
+pub const MAX_CPU_MS: u64 = 10_000;
+pub const MAX_MEMORY_MIB: u32 = 256;
+
+impl GatewayConfig {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.into(),
+            location: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: GatewayConfig = serde_norway::from_str(text).map_err(|e| {
+            let message = e.to_string();
+            // serde_norway puts the YAML path first ("groups[0].apis[1]: unknown field ...").
+            ConfigError { file: path.into(), location: String::new(), message }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for source in config.plugins.values_mut() {
+            if source.path.is_relative() {
+                source.path = base.join(&source.path);
+            }
+        }
+        if let Some(dir) = &mut config.gateway.plugin_cache_dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
+        config.validate().map_err(|(location, message)| ConfigError {
+            file: path.into(),
+            location,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks serde cannot express. Returns (location, message) of the first problem.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |loc: String, msg: String| Err((loc, msg));
+        if self.listeners.is_empty() {
+            return err("listeners".into(), "at least one listener is needed".into());
+        }
+        let mut addrs = HashSet::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !addrs.insert(l.address) {
+                return err(format!("listeners[{i}]"), format!("{} is listed twice", l.address));
+            }
+        }
+        for name in self.plugins.keys() {
+            if BUILTIN_PLUGINS.contains(&name.as_str()) {
+                return err(format!("plugins.{name}"), "this name belongs to a built-in plugin".into());
+            }
+        }
+        let mut group_ids = HashSet::new();
+        let mut api_ids = HashSet::new();
+        for group in &self.groups {
+            let gloc = format!("group `{}`", group.id);
+            if group.id.trim().is_empty() {
+                return err("groups".into(), "a group has an empty id".into());
+            }
+            if !group_ids.insert(group.id.as_str()) {
+                return err(gloc, "group id is used twice".into());
+            }
+            for d in &group.domains {
+                if d != "*" && (d.is_empty() || d.contains(['/', ' ', ':'])) {
+                    return err(format!("{gloc} > domains"), format!("`{d}` is not a host name"));
+                }
+            }
+            for api in &group.apis {
+                let aloc = format!("{gloc} > api `{}`", api.id);
+                if api.id.trim().is_empty() {
+                    return err(gloc, "an api has an empty id".into());
+                }
+                if !api_ids.insert(api.id.as_str()) {
+                    return err(aloc, "api id is used twice (ids are unique across groups)".into());
+                }
+                api.validate().map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
+                for (i, b) in api.policies.iter().enumerate() {
+                    let ploc = format!("{aloc} > policies[{i}] ({})", b.plugin);
+                    if !BUILTIN_PLUGINS.contains(&b.plugin.as_str()) && !self.plugins.contains_key(&b.plugin) {
+                        return err(
+                            ploc,
+                            format!(
+                                "unknown plugin `{}`: not built in ({}) and not listed under `plugins:`",
+                                b.plugin,
+                                BUILTIN_PLUGINS.join(", ")
+                            ),
+                        );
+                    }
+                    let l = b.limits;
+                    if !(1..=MAX_CPU_MS).contains(&l.cpu_ms) {
+                        return err(format!("{ploc} > limits.cpu_ms"), format!("{} is outside 1..={MAX_CPU_MS}", l.cpu_ms));
+                    }
+                    if !(1..=MAX_MEMORY_MIB).contains(&l.memory_mib) {
+                        return err(
+                            format!("{ploc} > limits.memory_mib"),
+                            format!("{} is outside 1..={MAX_MEMORY_MIB}", l.memory_mib),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+impl Api {
+    fn validate(&self) -> Result<(), (String, String)> {
+        for m in self.method.normalized() {
+            if !METHODS.contains(&m.as_str()) {
+                return Err(("method".into(), format!("`{m}` is not one of ANY, {}", METHODS.join(", "))));
+            }
+        }
+        if !self.path.starts_with('/') {
+            return Err(("path".into(), format!("`{}` must start with /", self.path)));
+        }
+        match &self.backend {
+            Backend::Http(h) => {
+                let uri: http::Uri = h
+                    .url
+                    .parse()
+                    .map_err(|e| ("backend.http.url".to_string(), format!("`{}`: {e}", h.url)))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err((
+                        "backend.http.url".into(),
+                        format!("`{}` must be an http://host:port URL", h.url),
+                    ));
+                }
+                if uri.query().is_some() {
+                    return Err(("backend.http.url".into(), "must not have a query string".into()));
+                }
+                if !(1..=60_000).contains(&h.timeout_ms) {
+                    return Err((
+                        "backend.http.timeout_ms".into(),
+                        format!("{} is outside 1..=60000 ms", h.timeout_ms),
+                    ));
+                }
+                if let Some(p) = &h.path
+                    && !p.starts_with('/')
+                {
+                    return Err(("backend.http.path".into(), format!("`{p}` must start with /")));
+                }
+            }
+            Backend::Mock(m) => {
+                if !(100..=599).contains(&m.status) {
+                    return Err(("backend.mock.status".into(), format!("{} is not an HTTP status", m.status)));
+                }
+                for name in m.headers.keys() {
+                    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                        return Err(("backend.mock.headers".into(), format!("`{name}` is not a header name")));
+                    }
+                }
+                for (name, value) in &m.headers {
+                    if http::HeaderValue::from_str(value).is_err() {
+                        return Err((
+                            format!("backend.mock.headers.{name}"),
+                            "is not a valid header value".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::parse(yaml, Path::new("/etc/wasmgate/test.yaml"))
+    }
+
+    const API: &str = "groups:\n- id: g\n  apis:\n  - id: a\n    path: /x\n    backend: {mock: {body: hi}}\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(API).unwrap();
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:8080");
+        let api = &c.groups[0].apis[0];
+        assert_eq!(api.method.normalized(), Vec::<String>::new());
+        assert_eq!(api.match_mode, MatchMode::Exact);
+        assert!(matches!(&api.backend, Backend::Mock(m) if m.status == 200 && m.body == "hi"));
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let e = parse(&API.replace("path: /x", "path: /x\n    pth: /y")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("/etc/wasmgate/test.yaml: "), "{msg}");
+        assert!(msg.contains("groups[0].apis[0]") && msg.contains("unknown field `pth`"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_plugin_names_api_and_binding() {
+        let e = parse(&format!("{API}    policies:\n    - plugin: nope\n")).unwrap_err();
+        assert_eq!(e.location, "group `g` > api `a` > policies[0] (nope)");
+        assert!(e.message.contains("unknown plugin `nope`"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let cases = [
+            (API.replace("{mock: {body: hi}}", "{http: {url: 'http://h:1', timeout_ms: 0}}"), "backend.http.timeout_ms"),
+            (API.replace("{mock: {body: hi}}", "{http: {url: 'https://h:1'}}"), "backend.http.url"),
+            (API.replace("{mock: {body: hi}}", "{mock: {status: 700}}"), "backend.mock.status"),
+            (API.replace("path: /x", "path: x"), "path"),
+            (API.replace("path: /x", "path: /x\n    method: FETCH"), "method"),
+            (format!("{API}    policies:\n    - plugin: cors\n      limits: {{cpu_ms: 0}}\n"), "limits.cpu_ms"),
+            (format!("{API}    policies:\n    - plugin: cors\n      limits: {{memory_mib: 4096}}\n"), "limits.memory_mib"),
+        ];
+        for (yaml, field) in cases {
+            let e = parse(&yaml).unwrap_err();
+            assert!(e.location.ends_with(field), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let yaml = format!("{API}  - id: a\n    path: /y\n    backend: {{mock: {{}}}}\n");
+        assert!(parse(&yaml).unwrap_err().message.contains("used twice"));
+    }
+
+    #[test]
+    fn relative_plugin_paths_resolve_against_the_config_folder() {
+        let c = parse(&format!("plugins:\n  mine: {{path: p/mine.wasm}}\n{API}")).unwrap();
+        assert_eq!(c.plugins["mine"].path, Path::new("/etc/wasmgate/p/mine.wasm"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Backends: an HTTP upstream (pooled connections, timeout) or a mock response.
+
+use crate::body::GatewayBody;
+use crate::policy::Reply;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use std::time::Duration;
+
+pub enum Backend {
+    Http(HttpBackend),
+    Mock(Reply),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpBackend {
+    scheme: Scheme,
+    authority: Authority,
+    /// Base path from the URL, without trailing `/`.
+    base_path: String,
+    /// Backend path template; `None` appends the request path to `base_path`.
+    path_template: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("`{url}`: {reason}")]
+pub struct BackendUrlError {
+    url: String,
+    reason: &'static str,
+}
+
+impl HttpBackend {
+    pub fn parse(url: &str, path_template: Option<&str>, timeout: Duration) -> Result<Self, BackendUrlError> {
+        let err = |reason| BackendUrlError { url: url.into(), reason };
+        let uri: Uri = url.parse().map_err(|_| err("not a valid URL"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| err("needs http://"))?;
+        if scheme != Scheme::HTTP {
+            return Err(err("only http:// backends are supported"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| err("needs a host"))?;
+        Ok(HttpBackend {
+            scheme,
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_string(),
+            path_template: path_template.map(String::from),
+            timeout,
+        })
+    }
+
+    /// The upstream URI for a request path (after policies' changes) and its parameters.
+    pub fn uri_for(&self, path: &str, params: &[(String, String)], query: &str) -> Result<Uri, http::Error> {
+        let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.len() + 2);
+        match &self.path_template {
+            None => {
+                pq.push_str(&self.base_path);
+                pq.push_str(path);
+            }
+            Some(t) => {
+                pq.push_str(&self.base_path);
+                pq.push_str(&substitute(t, params));
+            }
+        }
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        if !query.is_empty() {
+            pq.push('?');
+            pq.push_str(query);
+        }
+        let pq: PathAndQuery = pq.parse()?;
+        Ok(Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()?)
+    }
+}
+
+/// Replace `{name}` and `{name+}` in a backend path template with the captured parameters.
+fn substitute(template: &str, params: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else { break };
+        let name = rest[start + 1..start + end].trim_end_matches('+');
+        if let Some((_, v)) = params.iter().find(|(n, _)| n == name) {
+            out.push_str(v);
+        }
+        rest = &rest[start + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Backend {
+    pub fn mock_response(reply: &Reply) -> http::Response<GatewayBody> {
+        let mut resp = http::Response::new(GatewayBody::full(reply.body.clone()));
+        *resp.status_mut() = reply.status;
+        let h = resp.headers_mut();
+        for (n, v) in &reply.headers {
+            h.append(n.clone(), v.clone());
+        }
+        resp
+    }
+}
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Drop hop-by-hop headers (the fixed list and any named in `Connection`). `Upgrade` goes
+/// too: the proxy does not tunnel protocol upgrades.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// `X-Forwarded-For` gets the client appended; `-Proto` and `-Host` are set unless a
+/// trusted hop already set them (no hop is trusted yet, so they are always ours).
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &str, scheme: &str, host: &str) {
+    static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    let xff = match headers.get(&XFF).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {client_ip}"),
+        _ => client_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(XFF.clone(), v);
+    }
+    headers.insert(XFP.clone(), HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(XFH.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_path_is_appended_to_the_base_or_mapped_by_template() {
+        let b = HttpBackend::parse("http://127.0.0.1:9/base/", None, Duration::from_secs(1)).unwrap();
+        assert_eq!(b.uri_for("/a/b", &[], "x=1").unwrap().to_string(), "http://127.0.0.1:9/base/a/b?x=1");
+        let t = HttpBackend::parse("http://h:1", Some("/v2/{id}/files/{rest+}"), Duration::from_secs(1)).unwrap();
+        let params = [("id".to_string(), "7".to_string()), ("rest".to_string(), "a/b".to_string())];
+        assert_eq!(t.uri_for("/ignored", &params, "").unwrap().to_string(), "http://h:1/v2/7/files/a/b");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_named_in_connection() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        add_forwarded(&mut h, "127.0.0.1", "http", "api.example");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+    }
+}

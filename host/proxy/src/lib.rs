@@ -1,0 +1,122 @@
+//! The Wasmgate proxy core: listeners, routing, backends and the policy chain.
+//!
+//! This crate knows policies only through the [`policy::Policy`] trait; it does not depend
+//! on wasmtime. The routing table and every API's policy chain form one immutable
+//! [`Snapshot`], swapped atomically on reload; a request keeps the snapshot it started with.
+
+pub mod backend;
+pub mod body;
+pub mod error;
+pub mod pipeline;
+pub mod policy;
+pub mod router;
+pub mod server;
+
+use arc_swap::ArcSwap;
+use backend::Backend;
+use body::GatewayBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use policy::{BodyNeed, HeaderSelection, Policy, RouteInfo};
+use router::Router;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::GatewayError;
+
+/// What a failing binding does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Closed,
+    Open,
+}
+
+pub struct Binding {
+    pub policy: Arc<dyn Policy>,
+    pub on_error: OnError,
+}
+
+/// An API's bindings in order, with what the chain as a whole needs worked out once.
+pub struct PolicyChain {
+    pub bindings: Vec<Binding>,
+    pub request_body: BodyNeed,
+    pub response_body: BodyNeed,
+    pub has_response_phase: bool,
+    pub has_log_phase: bool,
+    /// Whether a response or log phase reads request headers, so they must outlive the
+    /// upstream request.
+    pub keeps_request_headers: bool,
+}
+
+impl PolicyChain {
+    pub fn new(bindings: Vec<Binding>) -> Self {
+        let mut chain = PolicyChain {
+            bindings: Vec::new(),
+            request_body: BodyNeed::None,
+            response_body: BodyNeed::None,
+            has_response_phase: false,
+            has_log_phase: false,
+            keeps_request_headers: false,
+        };
+        for b in &bindings {
+            let info = b.policy.info();
+            if info.phases.request || info.phases.log {
+                chain.request_body = chain.request_body.max(info.request_body);
+            }
+            if info.phases.response || info.phases.log {
+                chain.response_body = chain.response_body.max(info.response_body);
+            }
+            chain.has_response_phase |= info.phases.response;
+            chain.has_log_phase |= info.phases.log;
+            chain.keeps_request_headers |=
+                (info.phases.response || info.phases.log) && info.request_headers != HeaderSelection::None;
+        }
+        // A log phase reads the response body from the response phase's buffer.
+        chain.has_response_phase |= chain.has_log_phase && chain.response_body != BodyNeed::None;
+        chain.bindings = bindings;
+        chain
+    }
+}
+
+/// One published API, ready to serve.
+pub struct Api {
+    pub route: RouteInfo,
+    pub backend: Backend,
+    pub chain: PolicyChain,
+}
+
+/// Everything a request needs to be routed and processed, built and validated as a whole.
+pub struct Snapshot {
+    pub router: Router<Arc<Api>>,
+}
+
+impl Snapshot {
+    pub fn empty() -> Self {
+        Snapshot { router: Router::new() }
+    }
+}
+
+/// Shared by every connection: the current snapshot and the upstream connection pool.
+pub struct ProxyState {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub client: Client<HttpConnector, GatewayBody>,
+}
+
+impl ProxyState {
+    pub fn new(snapshot: Snapshot) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        ProxyState { snapshot: ArcSwap::from_pointee(snapshot), client }
+    }
+
+    /// Make `snapshot` the one new requests see. Requests in flight keep theirs.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,423 @@
+//! One request through the gateway, phase by phase:
+//! route → request phase → backend → response phase → send → log phase.
+
+use crate::backend::{self, Backend, HttpBackend};
+use crate::body::GatewayBody;
+use crate::error::GatewayError;
+use crate::policy::*;
+use crate::{Api, OnError, ProxyState};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tracing::warn;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request as it moves through the phases. Policies see it through [`Exchange::view`].
+struct Exchange {
+    request_id: String,
+    method: Method,
+    scheme: &'static str,
+    host: String,
+    path: String,
+    query: String,
+    params: Vec<(String, String)>,
+    headers: HeaderMap,
+    client_ip: std::net::IpAddr,
+    identity: Identity,
+    context: Vec<(String, String)>,
+    body: Option<Bytes>,
+}
+
+impl Exchange {
+    fn view<'a>(&'a self, route: &'a RouteInfo) -> RequestView<'a> {
+        RequestView {
+            request_id: &self.request_id,
+            route,
+            method: &self.method,
+            scheme: self.scheme,
+            host: &self.host,
+            path: &self.path,
+            query: &self.query,
+            path_params: &self.params,
+            headers: &self.headers,
+            client_ip: self.client_ip,
+            identity: &self.identity,
+            context: &self.context,
+            body: self.body.as_deref(),
+        }
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    // Keep the caller's id when it is sane, so a trace spans client, gateway and backend.
+    if let Some(id) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok())
+        && !id.is_empty()
+        && id.len() <= 128
+    {
+        return id.to_string();
+    }
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+fn host_of(req: &Request<Incoming>) -> String {
+    let raw = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let without_port = match raw.rsplit_once(':') {
+        // Keep IPv6 literals like [::1] whole.
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => raw,
+    };
+    without_port.to_ascii_lowercase()
+}
+
+fn policy_error(plugin: &str, e: &PolicyError) -> GatewayError {
+    let plugin = plugin.to_string();
+    match e {
+        PolicyError::Deadline => GatewayError::PluginDeadline { plugin },
+        PolicyError::Memory => GatewayError::PluginMemory { plugin },
+        PolicyError::InvalidAction(detail) => GatewayError::PluginInvalidAction { plugin, detail: detail.clone() },
+        PolicyError::Trap(_) | PolicyError::Unavailable(_) => GatewayError::PluginFailed { plugin },
+    }
+}
+
+/// Read up to `limit` bytes of a body. Returns what was read and the unread rest, if any.
+async fn read_prefix(mut body: Incoming, limit: usize) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
+    let mut buf = BytesMut::new();
+    while buf.len() < limit {
+        match body.frame().await {
+            Some(frame) => {
+                if let Ok(data) = frame?.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            None => return Ok((buf.freeze(), None)),
+        }
+    }
+    let rest = if body.is_end_stream() { None } else { Some(body) };
+    Ok((buf.freeze(), rest))
+}
+
+fn rejoin(head: Bytes, rest: Option<Incoming>) -> GatewayBody {
+    match rest {
+        None => GatewayBody::full(head),
+        Some(rest) => GatewayBody::Prefixed { head: Some(head), rest },
+    }
+}
+
+/// Serve one request. Never fails: every error becomes a gateway error response.
+pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: SocketAddr, scheme: &'static str) -> Response<GatewayBody> {
+    let start = Instant::now();
+    let start_wall = SystemTime::now();
+    let snapshot = state.snapshot.load_full();
+    let host = host_of(&req);
+    let rid = request_id(req.headers());
+    let Some(found) = snapshot.router.find(&host, req.method(), req.uri().path()) else {
+        return finish(GatewayError::RouteNotFound.to_response(&rid), &rid);
+    };
+    let api: Arc<Api> = found.value.clone();
+    let method_matched = found.method_matched;
+    let (parts, body) = req.into_parts();
+    let mut ex = Exchange {
+        request_id: rid,
+        method: parts.method,
+        scheme,
+        host,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        params: found.params,
+        headers: parts.headers,
+        client_ip: peer.ip(),
+        identity: Identity::default(),
+        context: Vec::new(),
+        body: None,
+    };
+    let chain = &api.chain;
+
+    // Bodies are read only when a binding asked; otherwise they stream untouched.
+    let mut request_body_truncated = false;
+    let request_body = if let BodyNeed::Prefix(n) | BodyNeed::Full(n) = chain.request_body {
+        let full = matches!(chain.request_body, BodyNeed::Full(_));
+        // One byte more than a `full` cap tells a body at the cap from one over it.
+        match read_prefix(body, n as usize + usize::from(full)).await {
+            Ok((head, rest)) => {
+                if full && head.len() > n as usize {
+                    return finish(GatewayError::BodyTooLarge.to_response(&ex.request_id), &ex.request_id);
+                }
+                request_body_truncated = rest.is_some() || head.len() > n as usize;
+                ex.body = Some(head.slice(..head.len().min(n as usize)));
+                rejoin(head, rest)
+            }
+            Err(_) => {
+                let e = GatewayError::BadRequest("the request body could not be read");
+                return finish(e.to_response(&ex.request_id), &ex.request_id);
+            }
+        }
+    } else {
+        GatewayBody::Incoming(body)
+    };
+
+    // Request phase.
+    let mut early: Option<Response<GatewayBody>> = None;
+    let mut backend_override: Option<BackendTarget> = None;
+    for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
+        match b.policy.on_request(&ex.view(&api.route)) {
+            Ok(RequestAction::Continue(changes)) => {
+                for op in changes.headers {
+                    op.apply(&mut ex.headers);
+                }
+                if let Some(p) = changes.path {
+                    ex.path = p;
+                }
+                if let Some(q) = changes.query {
+                    ex.query = q;
+                }
+                if let Some(id) = changes.identity {
+                    ex.identity = id;
+                }
+                for (k, v) in changes.context {
+                    match ex.context.iter_mut().find(|(ek, _)| *ek == k) {
+                        Some(slot) => slot.1 = v,
+                        None => ex.context.push((k, v)),
+                    }
+                }
+                if changes.backend.is_some() {
+                    backend_override = changes.backend;
+                }
+            }
+            Ok(RequestAction::Respond(reply)) => {
+                early = Some(Backend::mock_response(&reply));
+                break;
+            }
+            Err(e) => match b.on_error {
+                OnError::Open => warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)"),
+                OnError::Closed => {
+                    warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed");
+                    early = Some(policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id));
+                    break;
+                }
+            },
+        }
+    }
+    if early.is_none() && !method_matched {
+        // An OPTIONS request routed only for its preflight, and nothing answered it.
+        return finish(GatewayError::RouteNotFound.to_response(&ex.request_id), &ex.request_id);
+    }
+
+    // Backend.
+    let backend_start = Instant::now();
+    let (mut response, outcome) = match early {
+        Some(r) => (r, BackendOutcome::NotCalled),
+        None => call_backend(&state, &api, &mut ex, backend_override, request_body).await,
+    };
+    let backend_latency = backend_start.elapsed();
+    backend::strip_hop_by_hop(response.headers_mut());
+
+    // Response phase.
+    let mut response_body_truncated = false;
+    let mut response_prefix: Option<Bytes> = None;
+    if chain.has_response_phase {
+        if let BodyNeed::Prefix(n) | BodyNeed::Full(n) = chain.response_body {
+            let (parts, body) = response.into_parts();
+            let body = match body {
+                GatewayBody::Incoming(b) => match read_prefix(b, n as usize).await {
+                    Ok((head, rest)) => {
+                        response_body_truncated = rest.is_some() || head.len() > n as usize;
+                        response_prefix = Some(head.slice(..head.len().min(n as usize)));
+                        rejoin(head, rest)
+                    }
+                    Err(_) => {
+                        let e = GatewayError::BackendUnavailable;
+                        return finish(e.to_response(&ex.request_id), &ex.request_id);
+                    }
+                },
+                GatewayBody::Full(Some(b)) => {
+                    response_prefix = Some(b.slice(..b.len().min(n as usize)));
+                    GatewayBody::Full(Some(b))
+                }
+                other => other,
+            };
+            response = Response::from_parts(parts, body);
+        }
+        for b in chain.bindings.iter().filter(|b| b.policy.info().phases.response) {
+            let view = ResponseView {
+                status: response.status(),
+                headers: response.headers(),
+                outcome,
+                backend_latency,
+                body: response_prefix.as_deref(),
+            };
+            match b.policy.on_response(&ex.view(&api.route), &view) {
+                Ok(ResponseAction::Continue(changes)) => {
+                    if let Some(s) = changes.status {
+                        *response.status_mut() = s;
+                    }
+                    for op in changes.headers {
+                        op.apply(response.headers_mut());
+                    }
+                }
+                Ok(ResponseAction::Replace(reply)) => {
+                    response_prefix = Some(reply.body.clone());
+                    response = Backend::mock_response(&reply);
+                }
+                Err(e) => match b.on_error {
+                    OnError::Open => warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)"),
+                    OnError::Closed => {
+                        warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed");
+                        response = policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id);
+                        break;
+                    }
+                },
+            }
+        }
+    }
+
+    let mut response = finish(response, &ex.request_id);
+    if chain.has_log_phase {
+        let request_size = ex.body.as_ref().map(|b| b.len() as u64).unwrap_or_else(|| {
+            ex.headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0)
+        });
+        let record = LogRecord {
+            api: api.clone(),
+            ex,
+            status: response.status(),
+            response_headers: response.headers().clone(),
+            outcome,
+            backend_latency,
+            response_body: response_prefix,
+            start_wall,
+            start,
+            request_size,
+            request_body_truncated,
+            response_body_truncated,
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.observed(move |sent| {
+            // After the last byte went out (or the client went away): off the client's path.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move { record.run(sent) });
+            }
+        });
+        response = Response::from_parts(parts, body);
+    }
+    response
+}
+
+/// Everything the log phase needs once the response has been sent.
+struct LogRecord {
+    api: Arc<Api>,
+    ex: Exchange,
+    status: StatusCode,
+    response_headers: HeaderMap,
+    outcome: BackendOutcome,
+    backend_latency: Duration,
+    response_body: Option<Bytes>,
+    start_wall: SystemTime,
+    start: Instant,
+    request_size: u64,
+    request_body_truncated: bool,
+    response_body_truncated: bool,
+}
+
+impl LogRecord {
+    fn run(self, response_size: u64) {
+        let total_latency = self.start.elapsed();
+        for b in self.api.chain.bindings.iter().filter(|b| b.policy.info().phases.log) {
+            let entry = LogView {
+                request: self.ex.view(&self.api.route),
+                response: ResponseView {
+                    status: self.status,
+                    headers: &self.response_headers,
+                    outcome: self.outcome,
+                    backend_latency: self.backend_latency,
+                    body: self.response_body.as_deref(),
+                },
+                start_time: self.start_wall,
+                total_latency,
+                request_size: self.request_size,
+                response_size,
+                request_body_truncated: self.request_body_truncated,
+                response_body_truncated: self.response_body_truncated,
+            };
+            if let Err(e) = b.policy.on_log(&entry) {
+                warn!(api = %self.api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "log phase failed");
+            }
+        }
+    }
+}
+
+/// Headers every response carries.
+fn finish(mut response: Response<GatewayBody>, request_id: &str) -> Response<GatewayBody> {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    response
+}
+
+async fn call_backend(
+    state: &ProxyState,
+    api: &Api,
+    ex: &mut Exchange,
+    target: Option<BackendTarget>,
+    body: GatewayBody,
+) -> (Response<GatewayBody>, BackendOutcome) {
+    let fallback;
+    let http = match (&target, &api.backend) {
+        (Some(t), _) => {
+            let timeout = t.timeout.unwrap_or(Duration::from_secs(5));
+            match HttpBackend::parse(&t.url, None, timeout) {
+                Ok(b) => {
+                    fallback = b;
+                    &fallback
+                }
+                Err(e) => {
+                    let err = GatewayError::PluginInvalidAction { plugin: "backend override".into(), detail: e.to_string() };
+                    return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
+                }
+            }
+        }
+        (None, Backend::Http(h)) => h,
+        (None, Backend::Mock(reply)) => return (Backend::mock_response(reply), BackendOutcome::NotCalled),
+    };
+    let uri = match http.uri_for(&ex.path, &ex.params, &ex.query) {
+        Ok(u) => u,
+        Err(_) => {
+            let err = GatewayError::BadRequest("the backend path cannot be built from this request");
+            return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
+        }
+    };
+    // Later phases read the request headers; clone them only when someone will.
+    let mut headers = if api.chain.keeps_request_headers { ex.headers.clone() } else { std::mem::take(&mut ex.headers) };
+    backend::strip_hop_by_hop(&mut headers);
+    headers.remove(header::HOST); // the client sets the backend's own Host from the URI
+    let client_ip = ex.client_ip.to_string();
+    backend::add_forwarded(&mut headers, &client_ip, ex.scheme, &ex.host);
+    if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    let mut upstream = Request::new(body);
+    *upstream.method_mut() = ex.method.clone();
+    *upstream.uri_mut() = uri;
+    *upstream.headers_mut() = headers;
+
+    match tokio::time::timeout(http.timeout, state.client.request(upstream)).await {
+        Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
+        Ok(Err(e)) => {
+            warn!(api = %api.route.api_id, error = %e, "backend request failed");
+            (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)
+        }
+        Err(_) => (GatewayError::BackendTimeout.to_response(&ex.request_id), BackendOutcome::TimedOut),
+    }
+}

@@ -1,0 +1,214 @@
+//! What the proxy core knows of policies: a trait with one method per phase, in the order
+//! the phases run, and plain Rust views and actions. The plugin runtime implements the trait
+//! with Wasm components; the proxy never sees wasmtime.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+/// Which phases a binding runs in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    pub request: bool,
+    pub response: bool,
+    pub log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderSelection {
+    None,
+    All,
+    /// Lower-case names.
+    Only(Vec<HeaderName>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyNeed {
+    None,
+    Prefix(u32),
+    Full(u32),
+}
+
+impl BodyNeed {
+    /// The larger of two needs: a chain needs what its hungriest binding needs.
+    pub fn max(self, other: BodyNeed) -> BodyNeed {
+        use BodyNeed::*;
+        match (self, other) {
+            (Full(a), Full(b)) => Full(a.max(b)),
+            (Full(a), Prefix(b)) | (Prefix(b), Full(a)) => Full(a.max(b)),
+            (Prefix(a), Prefix(b)) => Prefix(a.max(b)),
+            (None, x) | (x, None) => x,
+        }
+    }
+}
+
+/// What a binding declared when its config was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingInfo {
+    pub phases: Phases,
+    pub request_headers: HeaderSelection,
+    pub response_headers: HeaderSelection,
+    pub request_body: BodyNeed,
+    pub response_body: BodyNeed,
+}
+
+/// Where a request was routed.
+#[derive(Debug, Clone, Default)]
+pub struct RouteInfo {
+    pub api_id: String,
+    pub group_id: String,
+    pub environment: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub app_id: Option<String>,
+    pub user: Option<String>,
+}
+
+/// The request as policies see it (with earlier policies' changes applied).
+pub struct RequestView<'a> {
+    pub request_id: &'a str,
+    pub route: &'a RouteInfo,
+    pub method: &'a Method,
+    pub scheme: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub path_params: &'a [(String, String)],
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+    pub identity: &'a Identity,
+    pub context: &'a [(String, String)],
+    pub body: Option<&'a [u8]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendOutcome {
+    Responded,
+    TimedOut,
+    Failed,
+    NotCalled,
+}
+
+pub struct ResponseView<'a> {
+    pub status: StatusCode,
+    pub headers: &'a HeaderMap,
+    pub outcome: BackendOutcome,
+    pub backend_latency: Duration,
+    pub body: Option<&'a [u8]>,
+}
+
+pub struct LogView<'a> {
+    pub request: RequestView<'a>,
+    pub response: ResponseView<'a>,
+    pub start_time: SystemTime,
+    pub total_latency: Duration,
+    pub request_size: u64,
+    pub response_size: u64,
+    pub request_body_truncated: bool,
+    pub response_body_truncated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderOp {
+    Set(HeaderName, HeaderValue),
+    Append(HeaderName, HeaderValue),
+    Remove(HeaderName),
+}
+
+impl HeaderOp {
+    pub fn apply(self, headers: &mut HeaderMap) {
+        match self {
+            HeaderOp::Set(n, v) => {
+                headers.insert(n, v);
+            }
+            HeaderOp::Append(n, v) => {
+                headers.append(n, v);
+            }
+            HeaderOp::Remove(n) => {
+                headers.remove(n);
+            }
+        }
+    }
+}
+
+/// A complete response produced by a policy.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// Another HTTP backend for this request (a circuit breaker's fallback).
+#[derive(Debug, Clone)]
+pub struct BackendTarget {
+    pub url: String,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestChanges {
+    pub headers: Vec<HeaderOp>,
+    pub path: Option<String>,
+    pub query: Option<String>,
+    pub identity: Option<Identity>,
+    pub context: Vec<(String, String)>,
+    pub backend: Option<BackendTarget>,
+}
+
+#[derive(Debug, Clone)]
+pub enum RequestAction {
+    Continue(RequestChanges),
+    Respond(Reply),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ResponseChanges {
+    pub status: Option<StatusCode>,
+    pub headers: Vec<HeaderOp>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ResponseAction {
+    Continue(ResponseChanges),
+    Replace(Reply),
+}
+
+/// Why a policy call failed. The instance that failed has been discarded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("CPU deadline exceeded")]
+    Deadline,
+    #[error("memory limit exceeded")]
+    Memory,
+    #[error("invalid action: {0}")]
+    InvalidAction(String),
+    #[error("no instance available: {0}")]
+    Unavailable(String),
+}
+
+/// A configured policy on one API. Methods are listed in the order the phases run; each is
+/// only called if [`BindingInfo::phases`] says so.
+pub trait Policy: Send + Sync {
+    /// The plugin's name, for errors and logs.
+    fn plugin_name(&self) -> &str;
+
+    /// What the binding declared at load.
+    fn info(&self) -> &BindingInfo;
+
+    /// Before the backend is called; may change the request or answer it.
+    fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError>;
+
+    /// After the backend answered (or failed, or a policy replied); may change or replace
+    /// the response.
+    fn on_response(&self, request: &RequestView<'_>, response: &ResponseView<'_>)
+    -> Result<ResponseAction, PolicyError>;
+
+    /// After the response was sent, off the client's path.
+    fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError>;
+}
