@@ -1,1 +1,197 @@
+//! The Wasmgate plugin runtime: compiles plugin components once (and caches the result on
+//! disk), keeps warm instances per plugin, and runs binding phases under CPU and memory
+//! limits. It implements the proxy's [`wasmgate_proxy::policy::Policy`] trait, so the proxy
+//! core never touches wasmtime.
+//!
+//! Instance model: one pool of warm instances per (plugin, memory cap) in a snapshot. A
+//! phase call takes an idle instance (or instantiates one), configures the binding on it
+//! if that instance has not seen the binding yet, makes one synchronous call, and puts the
+//! instance back. A trap, deadline or memory overrun discards the instance, never the
+//! process. Instances never run two calls at once, so guests need no locking.
 
+pub mod capabilities;
+mod convert;
+mod pool;
+
+pub use capabilities::Capabilities;
+pub use pool::{PluginPool, PoolBuilder, WasmPolicy};
+
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "plugin",
+    });
+}
+
+/// How often the epoch advances. CPU deadlines are rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// The largest memory cap a binding may ask for; the pool reserves slots this large.
+pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot read plugin {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid plugin component: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("cannot start the plugin runtime: {0}")]
+    Engine(String),
+}
+
+/// Per-store state: WASI (no files, sockets, env or args), limits, and who is calling.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: pool::Limits,
+    current: u32,
+    scopes: Arc<[capabilities::BindingScope]>,
+    caps: Arc<Capabilities>,
+}
+
+impl HostState {
+    fn scope(&self) -> &capabilities::BindingScope {
+        &self.scopes[self.current as usize]
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Owns the engine, the linker and compiled components. One per gateway process.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: Option<PathBuf>,
+    compiled: Mutex<HashMap<[u8; 32], Component>>,
+    caps: Arc<Capabilities>,
+}
+
+impl PluginRuntime {
+    /// `cache_dir`: where precompiled components are kept across restarts (`None`: no disk
+    /// cache).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, RuntimeError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(1000)
+            .total_core_instances(5000)
+            .total_memories(1000)
+            .total_tables(2000)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            // Keeping a little memory resident makes reinstantiation cheaper without holding
+            // on to whole heaps of discarded instances.
+            .linear_memory_keep_resident(64 << 10)
+            .table_keep_resident(64 << 10);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        bindings::Plugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+
+        // The epoch ticker: deadlines are counted in its ticks. It holds only a weak
+        // reference so the thread ends with the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasmgate-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+
+        if let Some(dir) = &cache_dir {
+            // A missing cache only costs compile time; do not refuse to start over it.
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "plugin cache unavailable");
+            }
+        }
+        Ok(Arc::new(PluginRuntime {
+            engine,
+            linker,
+            cache_dir,
+            compiled: Mutex::new(HashMap::new()),
+            caps: Arc::new(Capabilities::default()),
+        }))
+    }
+
+    pub fn capabilities(&self) -> &Arc<Capabilities> {
+        &self.caps
+    }
+
+    /// Load a plugin component from disk: from memory if this content was seen before, from
+    /// the precompiled cache if this wasmtime compiled it before, else compile it.
+    pub fn load(&self, path: &Path) -> Result<Component, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: path.into(), source })?;
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(c) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
+            return Ok(c.clone());
+        }
+        let cached = self.cache_dir.as_ref().map(|dir| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.engine.precompile_compatibility_hash().hash(&mut h);
+            dir.join(format!("{}-{:016x}.cwasm", hex::encode(digest), h.finish()))
+        });
+        let component = match cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: files in the cache are written only by this function, from
+            // `Component::serialize` of the same engine configuration (the file name
+            // carries the engine's compatibility hash).
+            Some(p) => match unsafe { Component::deserialize_file(&self.engine, p) } {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "stale plugin cache entry; recompiling");
+                    self.compile(path, &bytes, cached.as_deref())?
+                }
+            },
+            None => self.compile(path, &bytes, cached.as_deref())?,
+        };
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
+        Ok(component)
+    }
+
+    fn compile(&self, path: &Path, bytes: &[u8], cache_file: Option<&Path>) -> Result<Component, RuntimeError> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| RuntimeError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
+        if let Some(file) = cache_file
+            && let Ok(serialized) = component.serialize()
+        {
+            // Write then rename, so a concurrent start never reads half a file.
+            let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, serialized).and_then(|_| std::fs::rename(&tmp, file)).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(component)
+    }
+
+    /// Start a pool for one plugin component and memory cap; add its bindings, then build.
+    pub fn pool_builder(self: &Arc<Self>, plugin: &str, component: &Component, memory_cap: usize) -> Result<PoolBuilder, RuntimeError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| RuntimeError::Invalid {
+            path: PathBuf::from(plugin),
+            reason: format!("imports something the gateway does not provide: {e:#}"),
+        })?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| RuntimeError::Invalid {
+            path: PathBuf::from(plugin),
+            reason: format!("does not export wasmgate:plugin/policy@0.1.0: {e:#}"),
+        })?;
+        Ok(PoolBuilder::new(self.clone(), plugin, pre, memory_cap.min(MAX_MEMORY_BYTES)))
+    }
+}

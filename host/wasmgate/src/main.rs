@@ -1,1 +1,198 @@
-fn main(){}
+//! The `wasmgate` binary: `run` serves a config, `validate` checks one.
+
+mod snapshot;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use notify::{RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+use wasmgate_config::GatewayConfig;
+use wasmgate_proxy::ProxyState;
+use wasmgate_runtime::PluginRuntime;
+
+#[derive(Parser)]
+#[command(name = "wasmgate", version, about = "An API gateway whose policies are sandboxed WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a config; reloads it on change or SIGHUP, drains on SIGTERM.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Check a config, plugins' own config validation included, and exit.
+    Validate {
+        #[arg(short, long)]
+        config: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct PluginArgs {
+    /// Folder with the built-in plugin components.
+    #[arg(long, env = "WASMGATE_PLUGIN_DIR")]
+    plugin_dir: Option<PathBuf>,
+}
+
+impl PluginArgs {
+    fn dir(&self) -> PathBuf {
+        if let Some(d) = &self.plugin_dir {
+            return d.clone();
+        }
+        // Installed: next to the binary. From a checkout: where scripts/build-plugins puts them.
+        if let Some(beside) = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("plugins")))
+            && beside.is_dir()
+        {
+            return beside;
+        }
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip2/plugin")
+    }
+}
+
+fn cache_dir(config: &GatewayConfig) -> Option<PathBuf> {
+    if let Some(d) = &config.gateway.plugin_cache_dir {
+        return Some(d.clone());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("wasmgate"))
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { config, plugins } => {
+            let cfg = GatewayConfig::load(&config)?;
+            let runtime = PluginRuntime::new(cache_dir(&cfg))?;
+            let snapshot = snapshot::build(&cfg, &config, &runtime, &plugins.dir())?;
+            drop(snapshot);
+            println!("{}: OK", config.display());
+            Ok(())
+        }
+        Command::Run { config, plugins } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(run(config, plugins.dir()))
+        }
+    }
+}
+
+async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
+    let started = Instant::now();
+    let cfg = GatewayConfig::load(&config_path)?;
+    let runtime = PluginRuntime::new(cache_dir(&cfg))?;
+    let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
+    let state = Arc::new(ProxyState::new(snapshot));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let drain = Duration::from_millis(cfg.gateway.drain_timeout_ms);
+    let mut servers = Vec::new();
+    for l in &cfg.listeners {
+        let listener = TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to learn the port when the config says :0.
+        println!("wasmgate listening on http://{addr}");
+        servers.push(tokio::spawn(wasmgate_proxy::server::serve(listener, state.clone(), shutdown_rx.clone(), drain)));
+    }
+    info!(ms = started.elapsed().as_millis() as u64, apis = cfg.groups.iter().map(|g| g.apis.len()).sum::<usize>(), "ready");
+
+    let reload = Reloader { config_path: config_path.clone(), plugin_dir, runtime, state, listeners: cfg.listeners.iter().map(|l| l.address).collect() };
+    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let _watcher = watch_file(&config_path, reload_tx.clone());
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload.reload().await,
+            Some(()) = reload_rx.recv() => {
+                // Editors write in bursts; let the file settle before reading it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while reload_rx.try_recv().is_ok() {}
+                reload.reload().await;
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    Ok(())
+}
+
+struct Reloader {
+    config_path: PathBuf,
+    plugin_dir: PathBuf,
+    runtime: Arc<PluginRuntime>,
+    state: Arc<ProxyState>,
+    listeners: Vec<std::net::SocketAddr>,
+}
+
+impl Reloader {
+    /// Build a complete new snapshot off the request path and swap it in; on any error keep
+    /// serving the current one.
+    async fn reload(&self) {
+        let (path, runtime, dir) = (self.config_path.clone(), self.runtime.clone(), self.plugin_dir.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let cfg = GatewayConfig::load(&path)?;
+            let snapshot = snapshot::build(&cfg, &path, &runtime, &dir)?;
+            Ok::<_, wasmgate_config::ConfigError>((cfg, snapshot))
+        })
+        .await;
+        match built {
+            Ok(Ok((cfg, snapshot))) => {
+                self.state.swap(snapshot);
+                if cfg.listeners.iter().map(|l| l.address).ne(self.listeners.iter().copied()) {
+                    warn!("listener changes take effect on restart only");
+                }
+                info!("config reloaded");
+            }
+            Ok(Err(e)) => error!("config reload rejected, still serving the previous config: {e}"),
+            Err(e) => error!("config reload failed: {e}"),
+        }
+    }
+}
+
+/// Watch the config's folder (editors often replace the file rather than write into it).
+fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let file_name = path.file_name()?.to_owned();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev
+            && (ev.kind.is_modify() || ev.kind.is_create())
+            && ev.paths.iter().any(|p| p.file_name() == Some(&file_name))
+        {
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| warn!(error = %e, "config file watching unavailable; use SIGHUP to reload"))
+    .ok()?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| warn!(error = %e, "config file watching unavailable; use SIGHUP to reload"))
+        .ok()?;
+    Some(watcher)
+}

@@ -154,11 +154,9 @@ impl Policy for Cors {
     }
 
     fn on_request(&self, request: &Request) -> RequestAction {
-        let (Some(origin), Some(method), true) = (
-            request.header("origin"),
-            request.header("access-control-request-method"),
-            request.method == "OPTIONS",
-        ) else {
+        let (Some(origin), Some(method), true) =
+            (request.header("origin"), request.header("access-control-request-method"), is_preflight(request))
+        else {
             return RequestAction::Continue(RequestChanges::default());
         };
         let requested = request.header("access-control-request-headers").unwrap_or("");
@@ -184,6 +182,10 @@ impl Policy for Cors {
 
     fn on_response(&self, request: &Request, _response: &Response) -> ResponseAction {
         let mut changes = ResponseChanges::default();
+        if is_preflight(request) {
+            // The preflight answer (or refusal) from on_request is already complete.
+            return ResponseAction::Continue(changes);
+        }
         if let Some(origin) = request.header("origin").filter(|o| self.origin_allowed(o)) {
             changes.headers = self
                 .origin_headers(origin)
@@ -205,6 +207,12 @@ impl Policy for Cors {
         }
         ResponseAction::Continue(changes)
     }
+}
+
+fn is_preflight(request: &Request) -> bool {
+    request.method == "OPTIONS"
+        && request.header("origin").is_some()
+        && request.header("access-control-request-method").is_some()
 }
 
 impl Cors {

@@ -1,0 +1,266 @@
+//! Warm instance pools and the [`WasmPolicy`] that runs one binding's phases.
+
+use crate::bindings::{Plugin, PluginPre};
+use crate::capabilities::BindingScope;
+use crate::{EPOCH_TICK, HostState, PluginRuntime, RuntimeError, convert};
+use crossbeam_queue::ArrayQueue;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmgate_proxy::policy::{
+    BindingInfo, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction, ResponseView,
+};
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::WasiCtxBuilder;
+
+/// Idle instances kept per pool. More than the worker threads is never needed for sync
+/// calls; the rest are dropped when returned.
+const IDLE_INSTANCES: usize = 64;
+/// Table growth beyond this is refused (guests use a handful of entries).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Caps one instance's memory; records that the cap was hit so the error can say so.
+pub(crate) struct Limits {
+    memory_cap: usize,
+    memory_exceeded: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {0} bytes exceeded")]
+struct MemoryLimitExceeded(usize);
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_exceeded = true;
+            // An error (not `Ok(false)`) traps at once instead of letting the guest's
+            // allocator limp on.
+            return Err(MemoryLimitExceeded(self.memory_cap).into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+struct Instance {
+    store: Store<HostState>,
+    plugin: Plugin,
+    /// Which bindings this instance has configured.
+    configured: Vec<bool>,
+}
+
+/// Why a binding could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum BindingError {
+    #[error("{}{message}", if field.is_empty() { String::new() } else { format!("config.{field}: ") })]
+    Config { field: String, message: String },
+    #[error("plugin failed while checking its config: {0}")]
+    Failed(PolicyError),
+}
+
+struct Slot {
+    config: String,
+    cpu_ticks: u64,
+}
+
+/// Collects a pool's bindings before the pool is built.
+pub struct PoolBuilder {
+    runtime: Arc<PluginRuntime>,
+    plugin: Arc<str>,
+    pre: PluginPre<HostState>,
+    memory_cap: usize,
+    slots: Vec<Slot>,
+    scopes: Vec<BindingScope>,
+}
+
+impl PoolBuilder {
+    pub(crate) fn new(runtime: Arc<PluginRuntime>, plugin: &str, pre: PluginPre<HostState>, memory_cap: usize) -> Self {
+        PoolBuilder { runtime, plugin: plugin.into(), pre, memory_cap, slots: Vec::new(), scopes: Vec::new() }
+    }
+
+    /// Add a binding; returns its number in this pool.
+    pub fn add(&mut self, namespace: String, api_id: String, config_json: String, cpu: Duration) -> u32 {
+        let ticks = cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+        // +1: the deadline counts from the next tick, which may be almost due.
+        self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1 });
+        self.scopes.push(BindingScope { namespace, api_id, plugin: self.plugin.clone() });
+        (self.slots.len() - 1) as u32
+    }
+
+    /// Configure every binding on a first instance (this is where plugins validate their
+    /// configs) and return the pool with each binding's policy or error, in `add` order.
+    pub fn build(self) -> Result<Vec<Result<WasmPolicy, BindingError>>, RuntimeError> {
+        let pool = Arc::new(PluginPool {
+            runtime: self.runtime,
+            plugin: self.plugin,
+            pre: self.pre,
+            memory_cap: self.memory_cap,
+            scopes: self.scopes.into(),
+            slots: self.slots,
+            idle: ArrayQueue::new(IDLE_INSTANCES),
+        });
+        let mut inst = pool
+            .instantiate()
+            .map_err(|e| RuntimeError::Invalid { path: pool.plugin.to_string().into(), reason: e.to_string() })?;
+        let mut out = Vec::with_capacity(pool.slots.len());
+        let mut healthy = true;
+        for binding in 0..pool.slots.len() as u32 {
+            if !healthy {
+                inst = pool.instantiate().map_err(|e| RuntimeError::Invalid {
+                    path: pool.plugin.to_string().into(),
+                    reason: e.to_string(),
+                })?;
+                healthy = true;
+            }
+            out.push(match pool.configure(&mut inst, binding) {
+                Ok(Ok(info)) => Ok(WasmPolicy { pool: pool.clone(), binding, info }),
+                Ok(Err(e)) => Err(BindingError::Config { field: e.field, message: e.message }),
+                Err(e) => {
+                    healthy = false;
+                    Err(BindingError::Failed(e))
+                }
+            });
+        }
+        if healthy {
+            let _ = pool.idle.push(inst);
+        }
+        Ok(out)
+    }
+}
+
+/// Warm instances of one plugin (at one memory cap), shared by the bindings added to it.
+pub struct PluginPool {
+    runtime: Arc<PluginRuntime>,
+    plugin: Arc<str>,
+    pre: PluginPre<HostState>,
+    memory_cap: usize,
+    scopes: Arc<[BindingScope]>,
+    slots: Vec<Slot>,
+    idle: ArrayQueue<Instance>,
+}
+
+fn classify(err: wasmtime::Error, store: &Store<HostState>) -> PolicyError {
+    if store.data().limits.memory_exceeded {
+        PolicyError::Memory
+    } else if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        PolicyError::Deadline
+    } else {
+        PolicyError::Trap(format!("{err:#}"))
+    }
+}
+
+impl PluginPool {
+    fn instantiate(&self) -> Result<Instance, PolicyError> {
+        let wasi = WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits: Limits { memory_cap: self.memory_cap, memory_exceeded: false },
+            current: 0,
+            scopes: self.scopes.clone(),
+            caps: self.runtime.caps.clone(),
+        };
+        let mut store = Store::new(&self.runtime.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Instantiation runs the guest's start code: give it the first binding's deadline.
+        store.set_epoch_deadline(self.slots.first().map_or(20, |s| s.cpu_ticks));
+        let plugin = self.pre.instantiate(&mut store).map_err(|e| match classify(e, &store) {
+            PolicyError::Trap(m) => PolicyError::Unavailable(m),
+            other => other,
+        })?;
+        Ok(Instance { store, plugin, configured: vec![false; self.slots.len()] })
+    }
+
+    fn configure(
+        &self,
+        inst: &mut Instance,
+        binding: u32,
+    ) -> Result<Result<BindingInfo, crate::bindings::wasmgate::plugin::types::ConfigError>, PolicyError> {
+        let slot = &self.slots[binding as usize];
+        inst.store.set_epoch_deadline(slot.cpu_ticks);
+        inst.store.data_mut().current = binding;
+        let r = inst
+            .plugin
+            .wasmgate_plugin_policy()
+            .call_configure(&mut inst.store, binding, &slot.config)
+            .map_err(|e| classify(e, &inst.store))?;
+        match r {
+            Ok(info) => {
+                inst.configured[binding as usize] = true;
+                convert::binding_info(info).map(Ok)
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Run `f` on a warm instance with `binding` configured and its deadline set. A failed
+    /// instance is dropped; the next call gets a fresh one.
+    fn call<R>(&self, binding: u32, f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PolicyError> {
+        let mut inst = match self.idle.pop() {
+            Some(i) => i,
+            None => self.instantiate()?,
+        };
+        if !inst.configured[binding as usize] {
+            match self.configure(&mut inst, binding)? {
+                Ok(_) => {}
+                // Accepted at load, refused now: the plugin is not deterministic.
+                Err(e) => return Err(PolicyError::Trap(format!("config refused on a new instance: {}", e.message))),
+            }
+        }
+        inst.store.set_epoch_deadline(self.slots[binding as usize].cpu_ticks);
+        inst.store.data_mut().current = binding;
+        match f(&inst.plugin, &mut inst.store) {
+            Ok(r) => {
+                let _ = self.idle.push(inst);
+                Ok(r)
+            }
+            Err(e) => Err(classify(e, &inst.store)),
+        }
+    }
+}
+
+/// One binding of a plugin: the proxy's view of a Wasm policy.
+pub struct WasmPolicy {
+    pool: Arc<PluginPool>,
+    binding: u32,
+    info: BindingInfo,
+}
+
+impl Policy for WasmPolicy {
+    fn plugin_name(&self) -> &str {
+        &self.pool.plugin
+    }
+
+    fn info(&self) -> &BindingInfo {
+        &self.info
+    }
+
+    fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
+        let req = convert::request(request, &self.info.request_headers, self.info.request_body);
+        let action = self.pool.call(self.binding, |p, store| {
+            p.wasmgate_plugin_policy().call_on_request(store, self.binding, &req)
+        })?;
+        convert::request_action(action)
+    }
+
+    fn on_response(&self, request: &RequestView<'_>, response: &ResponseView<'_>) -> Result<ResponseAction, PolicyError> {
+        let req = convert::request(request, &self.info.request_headers, self.info.request_body);
+        let resp = convert::response(response, &self.info.response_headers, self.info.response_body);
+        let action = self.pool.call(self.binding, |p, store| {
+            p.wasmgate_plugin_policy().call_on_response(store, self.binding, &req, &resp)
+        })?;
+        convert::response_action(action)
+    }
+
+    fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
+        let entry = convert::log_entry(entry, &self.info);
+        self.pool.call(self.binding, |p, store| p.wasmgate_plugin_policy().call_on_log(store, self.binding, &entry))
+    }
+}

@@ -1,0 +1,130 @@
+//! Config → ready-to-serve [`Snapshot`]: resolve and compile plugins, let each plugin check
+//! its bindings' configs, build the router. All or nothing: the first error is returned with
+//! the file and place it is about, and nothing is served from a half-built snapshot.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfig};
+use wasmgate_proxy::backend::{Backend, HttpBackend};
+use wasmgate_proxy::policy::{Reply, RouteInfo};
+use wasmgate_proxy::router::Router;
+use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, Snapshot};
+use wasmgate_runtime::{PluginRuntime, PoolBuilder};
+
+/// The file a built-in plugin is built to (`cors` → `wasmgate_plugin_cors.wasm`).
+pub fn builtin_path(plugin_dir: &Path, name: &str) -> PathBuf {
+    plugin_dir.join(format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")))
+}
+
+pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plugin_dir: &Path) -> Result<Snapshot, ConfigError> {
+    let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
+
+    // Pass 1: every binding joins the pool of its (plugin, memory cap).
+    let mut pools: HashMap<(String, u32), PoolBuilder> = HashMap::new();
+    let mut pool_order: Vec<(String, u32)> = Vec::new();
+    let mut placed: Vec<((String, u32), u32, String)> = Vec::new(); // (pool, number, location)
+    for group in &cfg.groups {
+        for api in &group.apis {
+            for (i, b) in api.policies.iter().enumerate() {
+                let location = format!("group `{}` > api `{}` > policies[{i}] ({})", group.id, api.id, b.plugin);
+                let key = (b.plugin.clone(), b.limits.memory_mib);
+                if !pools.contains_key(&key) {
+                    let path = if BUILTIN_PLUGINS.contains(&b.plugin.as_str()) {
+                        builtin_path(plugin_dir, &b.plugin)
+                    } else {
+                        cfg.plugins[&b.plugin].path.clone()
+                    };
+                    let component = runtime.load(&path).map_err(|e| err(location.clone(), e.to_string()))?;
+                    let builder = runtime
+                        .pool_builder(&b.plugin, &component, (b.limits.memory_mib as usize) << 20)
+                        .map_err(|e| err(location.clone(), e.to_string()))?;
+                    pools.insert(key.clone(), builder);
+                    pool_order.push(key.clone());
+                }
+                let namespace = format!("{}#{i}:{}", api.id, b.plugin);
+                let number = pools.get_mut(&key).expect("inserted above").add(
+                    namespace,
+                    api.id.clone(),
+                    b.config.to_string(),
+                    Duration::from_millis(b.limits.cpu_ms),
+                );
+                placed.push((key, number, location));
+            }
+        }
+    }
+
+    // Pass 2: plugins check their configs.
+    let mut policies: HashMap<(String, u32), Vec<Option<wasmgate_runtime::WasmPolicy>>> = HashMap::new();
+    for key in pool_order {
+        let builder = pools.remove(&key).expect("every key has a builder");
+        let results = builder.build().map_err(|e| err(format!("plugin `{}`", key.0), e.to_string()))?;
+        let mut ok = Vec::with_capacity(results.len());
+        for (number, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(p) => ok.push(Some(p)),
+                Err(e) => {
+                    let (_, _, location) =
+                        placed.iter().find(|(k, n, _)| *k == key && *n as usize == number).expect("placed binding");
+                    return Err(err(location.clone(), e.to_string()));
+                }
+            }
+        }
+        policies.insert(key, ok);
+    }
+
+    // Pass 3: APIs and routes.
+    let mut placed = placed.into_iter();
+    let mut router = Router::new();
+    for group in &cfg.groups {
+        for api in &group.apis {
+            let location = format!("group `{}` > api `{}`", group.id, api.id);
+            let mut bindings = Vec::with_capacity(api.policies.len());
+            for b in &api.policies {
+                let (key, number, _) = placed.next().expect("one placement per binding");
+                let policy = policies.get_mut(&key).and_then(|v| v[number as usize].take()).expect("built once");
+                let on_error = match b.on_error {
+                    config::OnError::Closed => OnError::Closed,
+                    config::OnError::Open => OnError::Open,
+                };
+                bindings.push(Binding { policy: Arc::new(policy), on_error });
+            }
+            let backend = match &api.backend {
+                config::Backend::Http(h) => Backend::Http(
+                    HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
+                        .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?,
+                ),
+                config::Backend::Mock(m) => Backend::Mock(Reply {
+                    status: http::StatusCode::from_u16(m.status).expect("validated at load"),
+                    headers: m
+                        .headers
+                        .iter()
+                        .map(|(n, v)| Ok((n.to_ascii_lowercase().parse()?, v.parse()?)))
+                        .collect::<Result<_, Box<dyn std::error::Error>>>()
+                        .map_err(|e| err(format!("{location} > backend.mock.headers"), e.to_string()))?,
+                    body: bytes::Bytes::from(m.body.clone()),
+                }),
+            };
+            let methods = api.method.normalized();
+            let methods = if methods.is_empty() {
+                None
+            } else {
+                Some(methods.iter().map(|m| m.parse().expect("validated method")).collect())
+            };
+            let entry = Arc::new(Api {
+                route: RouteInfo {
+                    api_id: api.id.clone(),
+                    group_id: group.id.clone(),
+                    environment: cfg.gateway.environment.clone(),
+                },
+                backend,
+                chain: PolicyChain::new(bindings),
+            });
+            router
+                .insert(&group.domains, methods, &api.path, api.match_mode == config::MatchMode::Prefix, entry)
+                .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
+        }
+    }
+    Ok(Snapshot { router })
+}
