@@ -1,0 +1,271 @@
+//! Shared end-to-end set-up: a real upstream on loopback, the real `wasmgate` binary as a
+//! child process, and a real HTTP client. Plugins come from `scripts/build-plugins`.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Where `scripts/build-plugins` puts the components.
+pub fn plugin_dir() -> PathBuf {
+    let dir = repo_root().join("target/wasm32-wasip2/plugin");
+    assert!(
+        dir.join("wasmgate_plugin_cors.wasm").exists(),
+        "plugins are not built: run scripts/build-plugins (scripts/test does)"
+    );
+    dir
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    plugin_dir().join(format!("wasmgate_fixture_{}.wasm", name.replace('-', "_")))
+}
+
+/// A loopback HTTP server that echoes each request as JSON and counts hits.
+/// `/slow/<ms>` answers after that many milliseconds; `/status/<code>` answers that status.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        async move { Ok::<_, Infallible>(upstream_answer(req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, hits }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn upstream_answer(req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let mut status = 200;
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = code.parse().unwrap_or(500);
+    }
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let method = req.method().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let echo = serde_json::json!({
+        "method": method, "path": path, "query": query, "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("server", "test-upstream")
+        .header("x-upstream", "1")
+        .header("connection", "keep-alive, x-upstream")
+        .body(Full::new(Bytes::from(echo.to_string())))
+        .unwrap()
+}
+
+/// A running `wasmgate run` process with its config file. Killed on drop.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    child: Child,
+    dir: PathBuf,
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+pub fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "wasmgate-test-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Prefix for test configs: an ephemeral port and a plugin cache shared by the whole run,
+/// so each plugin is compiled once.
+pub fn config_header() -> String {
+    let cache = repo_root().join("target/test-plugin-cache");
+    format!("listeners: [{{address: '127.0.0.1:0'}}]\ngateway: {{plugin_cache_dir: '{}', drain_timeout_ms: 5000}}\n", cache.display())
+}
+
+pub fn wasmgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
+    cmd.env("WASMGATE_PLUGIN_DIR", plugin_dir()).env("RUST_LOG", "info");
+    cmd
+}
+
+impl Gateway {
+    /// Start with `body` (YAML after the listener/cache header).
+    pub fn start(body: &str) -> Gateway {
+        Self::try_start(body).unwrap_or_else(|e| panic!("gateway did not start:\n{e}"))
+    }
+
+    /// Start, or return what the gateway printed when it exited instead.
+    pub fn try_start(body: &str) -> Result<Gateway, String> {
+        let dir = temp_dir();
+        let config = dir.join("gateway.yaml");
+        std::fs::write(&config, format!("{}{body}", config_header())).unwrap();
+        let mut child = wasmgate()
+            .args(["run", "-c"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let Some(addr) = line.trim().strip_prefix("wasmgate listening on http://") else {
+            let out = child.wait_with_output().unwrap();
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        };
+        let addr = addr.parse().unwrap();
+        // Keep stderr drained so the gateway never blocks on a full pipe.
+        let stderr = child.stderr.take().unwrap();
+        let log = dir.join("stderr.log");
+        std::thread::spawn(move || {
+            let mut out = std::fs::File::create(log).unwrap();
+            let _ = std::io::copy(&mut BufReader::new(stderr), &mut out);
+        });
+        Ok(Gateway { addr, config, child, dir })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Replace the config file (hot reload picks it up).
+    pub fn rewrite_config(&self, body: &str) {
+        let tmp = self.dir.join("next.yaml");
+        std::fs::write(&tmp, format!("{}{body}", config_header())).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// What the gateway logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A response read whole.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// Every line of header `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
+    }
+
+    /// The gateway error code of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error_code"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        HttpClient { inner: Client::builder(TokioExecutor::new()).build_http() }
+    }
+}
+
+impl HttpClient {
+    /// An HTTP/2 client with prior knowledge (h2c).
+    pub fn h2c() -> Self {
+        HttpClient { inner: Client::builder(TokioExecutor::new()).http2_only(true).build_http() }
+    }
+
+    pub async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut req = Request::builder().method(method).uri(url);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+        let resp = self.inner.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send("GET", url, headers, "").await
+    }
+}
