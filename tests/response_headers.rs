@@ -55,27 +55,23 @@ async fn every_action_applies_to_the_backend_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_keeps_the_backend_value_delete_removes_it_and_add_keeps_both() {
-    let up = Upstream::start().await;
-    let yaml = format!(
-        r#"
+    let yaml = r#"
 groups:
   - id: g
     apis:
       - id: mock
         path: /m
         backend:
-          mock: {{headers: {{x-skip-existing: backend, x-upstream-extra: gone, set-cookie: a=1}}}}
+          mock: {headers: {x-skip-existing: backend, x-upstream-extra: gone, set-cookie: a=1}}
         policies:
           - plugin: response-headers
             config:
               response_headers:
-                - {{name: x-upstream-extra, action: delete}}
-                - {{name: x-skip-existing, value: ours, action: skip}}
-                - {{name: set-cookie, value: b=2, action: add}}
-"#
-    );
-    let _ = up;
-    let gw = Gateway::start(&yaml);
+                - {name: x-upstream-extra, action: delete}
+                - {name: x-skip-existing, value: ours, action: skip}
+                - {name: set-cookie, value: b=2, action: add}
+"#;
+    let gw = Gateway::start(yaml);
     let r = HttpClient::default().get(&gw.url("/m"), &[]).await;
     assert_eq!(r.header_all("x-skip-existing"), ["backend"]);
     assert!(r.header("x-upstream-extra").is_none());
@@ -96,23 +92,52 @@ async fn two_apis_bound_to_the_same_plugin_behave_by_their_own_config() {
     assert!(a.header("server").is_some());
     // Interleaved calls keep using the right config on the shared warm instances.
     for _ in 0..20 {
-        assert_eq!(c.get(&gw.url("/status/201"), &[]).await.header("x-new"), Some("other-api"));
-        assert_eq!(c.get(&gw.url("/status/200"), &[]).await.header("x-new"), Some("fresh"));
+        assert_eq!(
+            c.get(&gw.url("/status/201"), &[]).await.header("x-new"),
+            Some("other-api")
+        );
+        assert_eq!(
+            c.get(&gw.url("/status/200"), &[]).await.header("x-new"),
+            Some("fresh")
+        );
     }
 }
 
 #[test]
 fn bad_header_configs_are_rejected_naming_the_entry() {
-    let eleven: Vec<String> = (0..11).map(|i| format!("{{name: x-h{i}, value: v, action: add}}")).collect();
+    let eleven: Vec<String> = (0..11)
+        .map(|i| format!("{{name: x-h{i}, value: v, action: add}}"))
+        .collect();
     let long = "v".repeat(1025);
     let cases = [
-        (format!("[{}]", eleven.join(", ")), "config.response_headers: 11 headers"),
-        ("[{name: content-length, value: '1', action: override}]".into(), "config.response_headers[0].name"),
-        ("[{name: Transfer-Encoding, value: chunked, action: add}]".into(), "config.response_headers[0].name"),
-        ("[{name: x-a, value: v, action: add}, {name: connection, action: delete}]".into(), "config.response_headers[1].name"),
-        (format!("[{{name: x-a, value: {long}, action: add}}]"), "config.response_headers[0].value"),
-        ("[{name: x-a, value: v, action: replace}]".into(), "unknown variant `replace`"),
-        ("[{name: x-a, value: v, action: add}, {name: X-A, value: w, action: add}]".into(), "config.response_headers[1].name"),
+        (
+            format!("[{}]", eleven.join(", ")),
+            "config.response_headers: 11 headers",
+        ),
+        (
+            "[{name: content-length, value: '1', action: override}]".into(),
+            "config.response_headers[0].name",
+        ),
+        (
+            "[{name: Transfer-Encoding, value: chunked, action: add}]".into(),
+            "config.response_headers[0].name",
+        ),
+        (
+            "[{name: x-a, value: v, action: add}, {name: connection, action: delete}]".into(),
+            "config.response_headers[1].name",
+        ),
+        (
+            format!("[{{name: x-a, value: {long}, action: add}}]"),
+            "config.response_headers[0].value",
+        ),
+        (
+            "[{name: x-a, value: v, action: replace}]".into(),
+            "unknown variant `replace`",
+        ),
+        (
+            "[{name: x-a, value: v, action: add}, {name: X-A, value: w, action: add}]".into(),
+            "config.response_headers[1].name",
+        ),
     ];
     for (headers, expected) in cases {
         let dir = temp_dir();
@@ -122,10 +147,17 @@ fn bad_header_configs_are_rejected_naming_the_entry() {
             config_header()
         );
         std::fs::write(&file, yaml).unwrap();
-        let out = wasmgate().args(["validate", "-c"]).arg(&file).output().unwrap();
+        let out = wasmgate()
+            .args(["validate", "-c"])
+            .arg(&file)
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{headers} was accepted");
-        assert!(err.contains("api `a` > policies[0] (response-headers)"), "{err}");
+        assert!(
+            err.contains("api `a` > policies[0] (response-headers)"),
+            "{err}"
+        );
         assert!(err.contains(expected), "expected `{expected}` in: {err}");
     }
 }

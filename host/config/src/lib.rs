@@ -49,7 +49,9 @@ pub struct GatewayConfig {
 }
 
 fn default_listeners() -> Vec<Listener> {
-    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 8080)) }]
+    vec![Listener {
+        address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+    }]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -143,8 +145,15 @@ impl Methods {
             Methods::One(m) => vec![m],
             Methods::List(v) => v.iter().collect(),
         };
-        let list: Vec<String> = list.into_iter().map(|m| m.trim().to_ascii_uppercase()).collect();
-        if list.iter().any(|m| m == "ANY") { Vec::new() } else { list }
+        let list: Vec<String> = list
+            .into_iter()
+            .map(|m| m.trim().to_ascii_uppercase())
+            .collect();
+        if list.iter().any(|m| m == "ANY") {
+            Vec::new()
+        } else {
+            list
+        }
     }
 }
 
@@ -235,7 +244,10 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits { cpu_ms: 50, memory_mib: 16 }
+        PluginLimits {
+            cpu_ms: 50,
+            memory_mib: 16,
+        }
     }
 }
 
@@ -259,7 +271,11 @@ impl GatewayConfig {
         let mut config: GatewayConfig = serde_norway::from_str(text).map_err(|e| {
             let message = e.to_string();
             // serde_norway puts the YAML path first ("groups[0].apis[1]: unknown field ...").
-            ConfigError { file: path.into(), location: String::new(), message }
+            ConfigError {
+                file: path.into(),
+                location: String::new(),
+                message,
+            }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for source in config.plugins.values_mut() {
@@ -272,11 +288,13 @@ impl GatewayConfig {
         {
             *dir = base.join(&*dir);
         }
-        config.validate().map_err(|(location, message)| ConfigError {
-            file: path.into(),
-            location,
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|(location, message)| ConfigError {
+                file: path.into(),
+                location,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -289,12 +307,18 @@ impl GatewayConfig {
         let mut addrs = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !addrs.insert(l.address) {
-                return err(format!("listeners[{i}]"), format!("{} is listed twice", l.address));
+                return err(
+                    format!("listeners[{i}]"),
+                    format!("{} is listed twice", l.address),
+                );
             }
         }
         for name in self.plugins.keys() {
             if BUILTIN_PLUGINS.contains(&name.as_str()) {
-                return err(format!("plugins.{name}"), "this name belongs to a built-in plugin".into());
+                return err(
+                    format!("plugins.{name}"),
+                    "this name belongs to a built-in plugin".into(),
+                );
             }
         }
         let mut group_ids = HashSet::new();
@@ -309,7 +333,10 @@ impl GatewayConfig {
             }
             for d in &group.domains {
                 if d != "*" && (d.is_empty() || d.contains(['/', ' ', ':'])) {
-                    return err(format!("{gloc} > domains"), format!("`{d}` is not a host name"));
+                    return err(
+                        format!("{gloc} > domains"),
+                        format!("`{d}` is not a host name"),
+                    );
                 }
             }
             for api in &group.apis {
@@ -318,12 +345,18 @@ impl GatewayConfig {
                     return err(gloc, "an api has an empty id".into());
                 }
                 if !api_ids.insert(api.id.as_str()) {
-                    return err(aloc, "api id is used twice (ids are unique across groups)".into());
+                    return err(
+                        aloc,
+                        "api id is used twice (ids are unique across groups)".into(),
+                    );
                 }
-                api.validate().map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
+                api.validate()
+                    .map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
                 for (i, b) in api.policies.iter().enumerate() {
                     let ploc = format!("{aloc} > policies[{i}] ({})", b.plugin);
-                    if !BUILTIN_PLUGINS.contains(&b.plugin.as_str()) && !self.plugins.contains_key(&b.plugin) {
+                    if !BUILTIN_PLUGINS.contains(&b.plugin.as_str())
+                        && !self.plugins.contains_key(&b.plugin)
+                    {
                         return err(
                             ploc,
                             format!(
@@ -335,7 +368,10 @@ impl GatewayConfig {
                     }
                     let l = b.limits;
                     if !(1..=MAX_CPU_MS).contains(&l.cpu_ms) {
-                        return err(format!("{ploc} > limits.cpu_ms"), format!("{} is outside 1..={MAX_CPU_MS}", l.cpu_ms));
+                        return err(
+                            format!("{ploc} > limits.cpu_ms"),
+                            format!("{} is outside 1..={MAX_CPU_MS}", l.cpu_ms),
+                        );
                     }
                     if !(1..=MAX_MEMORY_MIB).contains(&l.memory_mib) {
                         return err(
@@ -356,7 +392,10 @@ impl Api {
     fn validate(&self) -> Result<(), (String, String)> {
         for m in self.method.normalized() {
             if !METHODS.contains(&m.as_str()) {
-                return Err(("method".into(), format!("`{m}` is not one of ANY, {}", METHODS.join(", "))));
+                return Err((
+                    "method".into(),
+                    format!("`{m}` is not one of ANY, {}", METHODS.join(", ")),
+                ));
             }
         }
         if !self.path.starts_with('/') {
@@ -375,7 +414,10 @@ impl Api {
                     ));
                 }
                 if uri.query().is_some() {
-                    return Err(("backend.http.url".into(), "must not have a query string".into()));
+                    return Err((
+                        "backend.http.url".into(),
+                        "must not have a query string".into(),
+                    ));
                 }
                 if !(1..=60_000).contains(&h.timeout_ms) {
                     return Err((
@@ -386,16 +428,25 @@ impl Api {
                 if let Some(p) = &h.path
                     && !p.starts_with('/')
                 {
-                    return Err(("backend.http.path".into(), format!("`{p}` must start with /")));
+                    return Err((
+                        "backend.http.path".into(),
+                        format!("`{p}` must start with /"),
+                    ));
                 }
             }
             Backend::Mock(m) => {
                 if !(100..=599).contains(&m.status) {
-                    return Err(("backend.mock.status".into(), format!("{} is not an HTTP status", m.status)));
+                    return Err((
+                        "backend.mock.status".into(),
+                        format!("{} is not an HTTP status", m.status),
+                    ));
                 }
                 for name in m.headers.keys() {
                     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                        return Err(("backend.mock.headers".into(), format!("`{name}` is not a header name")));
+                        return Err((
+                            "backend.mock.headers".into(),
+                            format!("`{name}` is not a header name"),
+                        ));
                     }
                 }
                 for (name, value) in &m.headers {
@@ -420,7 +471,8 @@ mod tests {
         GatewayConfig::parse(yaml, Path::new("/etc/wasmgate/test.yaml"))
     }
 
-    const API: &str = "groups:\n- id: g\n  apis:\n  - id: a\n    path: /x\n    backend: {mock: {body: hi}}\n";
+    const API: &str =
+        "groups:\n- id: g\n  apis:\n  - id: a\n    path: /x\n    backend: {mock: {body: hi}}\n";
 
     #[test]
     fn minimal_config_gets_defaults() {
@@ -437,7 +489,10 @@ mod tests {
         let e = parse(&API.replace("path: /x", "path: /x\n    pth: /y")).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("/etc/wasmgate/test.yaml: "), "{msg}");
-        assert!(msg.contains("groups[0].apis[0]") && msg.contains("unknown field `pth`"), "{msg}");
+        assert!(
+            msg.contains("groups[0].apis[0]") && msg.contains("unknown field `pth`"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -450,13 +505,36 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         let cases = [
-            (API.replace("{mock: {body: hi}}", "{http: {url: 'http://h:1', timeout_ms: 0}}"), "backend.http.timeout_ms"),
-            (API.replace("{mock: {body: hi}}", "{http: {url: 'https://h:1'}}"), "backend.http.url"),
-            (API.replace("{mock: {body: hi}}", "{mock: {status: 700}}"), "backend.mock.status"),
+            (
+                API.replace(
+                    "{mock: {body: hi}}",
+                    "{http: {url: 'http://h:1', timeout_ms: 0}}",
+                ),
+                "backend.http.timeout_ms",
+            ),
+            (
+                API.replace("{mock: {body: hi}}", "{http: {url: 'https://h:1'}}"),
+                "backend.http.url",
+            ),
+            (
+                API.replace("{mock: {body: hi}}", "{mock: {status: 700}}"),
+                "backend.mock.status",
+            ),
             (API.replace("path: /x", "path: x"), "path"),
-            (API.replace("path: /x", "path: /x\n    method: FETCH"), "method"),
-            (format!("{API}    policies:\n    - plugin: cors\n      limits: {{cpu_ms: 0}}\n"), "limits.cpu_ms"),
-            (format!("{API}    policies:\n    - plugin: cors\n      limits: {{memory_mib: 4096}}\n"), "limits.memory_mib"),
+            (
+                API.replace("path: /x", "path: /x\n    method: FETCH"),
+                "method",
+            ),
+            (
+                format!("{API}    policies:\n    - plugin: cors\n      limits: {{cpu_ms: 0}}\n"),
+                "limits.cpu_ms",
+            ),
+            (
+                format!(
+                    "{API}    policies:\n    - plugin: cors\n      limits: {{memory_mib: 4096}}\n"
+                ),
+                "limits.memory_mib",
+            ),
         ];
         for (yaml, field) in cases {
             let e = parse(&yaml).unwrap_err();
@@ -473,6 +551,9 @@ mod tests {
     #[test]
     fn relative_plugin_paths_resolve_against_the_config_folder() {
         let c = parse(&format!("plugins:\n  mine: {{path: p/mine.wasm}}\n{API}")).unwrap();
-        assert_eq!(c.plugins["mine"].path, Path::new("/etc/wasmgate/p/mine.wasm"));
+        assert_eq!(
+            c.plugins["mine"].path,
+            Path::new("/etc/wasmgate/p/mine.wasm")
+        );
     }
 }

@@ -13,7 +13,10 @@ pub enum GatewayBody {
     /// Streamed from the client or the backend.
     Incoming(Incoming),
     /// A body whose first bytes were read for a policy; the rest still streams.
-    Prefixed { head: Option<Bytes>, rest: Incoming },
+    Prefixed {
+        head: Option<Bytes>,
+        rest: Incoming,
+    },
     /// Counts what is sent and runs `on_end` once the body is finished or dropped.
     Observed(Box<ObservedBody>),
 }
@@ -35,12 +38,20 @@ impl Drop for ObservedBody {
 impl GatewayBody {
     pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
-        if b.is_empty() { GatewayBody::Empty } else { GatewayBody::Full(Some(b)) }
+        if b.is_empty() {
+            GatewayBody::Empty
+        } else {
+            GatewayBody::Full(Some(b))
+        }
     }
 
     /// Wrap `self` so `on_end(bytes_sent)` runs when the body ends or is dropped.
     pub fn observed(self, on_end: impl FnOnce(u64) + Send + 'static) -> Self {
-        GatewayBody::Observed(Box::new(ObservedBody { inner: self, sent: 0, on_end: Some(Box::new(on_end)) }))
+        GatewayBody::Observed(Box::new(ObservedBody {
+            inner: self,
+            sent: 0,
+            on_end: Some(Box::new(on_end)),
+        }))
     }
 }
 

@@ -70,7 +70,11 @@ fn host_of(req: &Request<Incoming>) -> String {
         .uri()
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("");
     let without_port = match raw.rsplit_once(':') {
         // Keep IPv6 literals like [::1] whole.
@@ -85,13 +89,19 @@ fn policy_error(plugin: &str, e: &PolicyError) -> GatewayError {
     match e {
         PolicyError::Deadline => GatewayError::PluginDeadline { plugin },
         PolicyError::Memory => GatewayError::PluginMemory { plugin },
-        PolicyError::InvalidAction(detail) => GatewayError::PluginInvalidAction { plugin, detail: detail.clone() },
+        PolicyError::InvalidAction(detail) => GatewayError::PluginInvalidAction {
+            plugin,
+            detail: detail.clone(),
+        },
         PolicyError::Trap(_) | PolicyError::Unavailable(_) => GatewayError::PluginFailed { plugin },
     }
 }
 
 /// Read up to `limit` bytes of a body. Returns what was read and the unread rest, if any.
-async fn read_prefix(mut body: Incoming, limit: usize) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
+async fn read_prefix(
+    mut body: Incoming,
+    limit: usize,
+) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
     let mut buf = BytesMut::new();
     while buf.len() < limit {
         match body.frame().await {
@@ -103,19 +113,31 @@ async fn read_prefix(mut body: Incoming, limit: usize) -> Result<(Bytes, Option<
             None => return Ok((buf.freeze(), None)),
         }
     }
-    let rest = if body.is_end_stream() { None } else { Some(body) };
+    let rest = if body.is_end_stream() {
+        None
+    } else {
+        Some(body)
+    };
     Ok((buf.freeze(), rest))
 }
 
 fn rejoin(head: Bytes, rest: Option<Incoming>) -> GatewayBody {
     match rest {
         None => GatewayBody::full(head),
-        Some(rest) => GatewayBody::Prefixed { head: Some(head), rest },
+        Some(rest) => GatewayBody::Prefixed {
+            head: Some(head),
+            rest,
+        },
     }
 }
 
 /// Serve one request. Never fails: every error becomes a gateway error response.
-pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: SocketAddr, scheme: &'static str) -> Response<GatewayBody> {
+pub async fn handle(
+    state: Arc<ProxyState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<GatewayBody> {
     let start = Instant::now();
     let start_wall = SystemTime::now();
     let snapshot = state.snapshot.load_full();
@@ -151,7 +173,10 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: Socket
         match read_prefix(body, n as usize + usize::from(full)).await {
             Ok((head, rest)) => {
                 if full && head.len() > n as usize {
-                    return finish(GatewayError::BodyTooLarge.to_response(&ex.request_id), &ex.request_id);
+                    return finish(
+                        GatewayError::BodyTooLarge.to_response(&ex.request_id),
+                        &ex.request_id,
+                    );
                 }
                 request_body_truncated = rest.is_some() || head.len() > n as usize;
                 ex.body = Some(head.slice(..head.len().min(n as usize)));
@@ -169,7 +194,11 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: Socket
     // Request phase.
     let mut early: Option<Response<GatewayBody>> = None;
     let mut backend_override: Option<BackendTarget> = None;
-    for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
+    for b in chain
+        .bindings
+        .iter()
+        .filter(|b| b.policy.info().phases.request)
+    {
         match b.policy.on_request(&ex.view(&api.route)) {
             Ok(RequestAction::Continue(changes)) => {
                 for op in changes.headers {
@@ -199,10 +228,13 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: Socket
                 break;
             }
             Err(e) => match b.on_error {
-                OnError::Open => warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)"),
+                OnError::Open => {
+                    warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)")
+                }
                 OnError::Closed => {
                     warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed");
-                    early = Some(policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id));
+                    early =
+                        Some(policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id));
                     break;
                 }
             },
@@ -210,7 +242,10 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: Socket
     }
     if early.is_none() && !method_matched {
         // An OPTIONS request routed only for its preflight, and nothing answered it.
-        return finish(GatewayError::RouteNotFound.to_response(&ex.request_id), &ex.request_id);
+        return finish(
+            GatewayError::RouteNotFound.to_response(&ex.request_id),
+            &ex.request_id,
+        );
     }
 
     // Backend.
@@ -248,7 +283,11 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: Socket
             };
             response = Response::from_parts(parts, body);
         }
-        for b in chain.bindings.iter().filter(|b| b.policy.info().phases.response) {
+        for b in chain
+            .bindings
+            .iter()
+            .filter(|b| b.policy.info().phases.response)
+        {
             let view = ResponseView {
                 status: response.status(),
                 headers: response.headers(),
@@ -270,10 +309,13 @@ pub async fn handle(state: Arc<ProxyState>, req: Request<Incoming>, peer: Socket
                     response = Backend::mock_response(&reply);
                 }
                 Err(e) => match b.on_error {
-                    OnError::Open => warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)"),
+                    OnError::Open => {
+                        warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)")
+                    }
                     OnError::Closed => {
                         warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed");
-                        response = policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id);
+                        response =
+                            policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id);
                         break;
                     }
                 },
@@ -334,7 +376,13 @@ struct LogRecord {
 impl LogRecord {
     fn run(self, response_size: u64) {
         let total_latency = self.start.elapsed();
-        for b in self.api.chain.bindings.iter().filter(|b| b.policy.info().phases.log) {
+        for b in self
+            .api
+            .chain
+            .bindings
+            .iter()
+            .filter(|b| b.policy.info().phases.log)
+        {
             let entry = LogView {
                 request: self.ex.view(&self.api.route),
                 response: ResponseView {
@@ -383,23 +431,33 @@ async fn call_backend(
                     &fallback
                 }
                 Err(e) => {
-                    let err = GatewayError::PluginInvalidAction { plugin: "backend override".into(), detail: e.to_string() };
+                    let err = GatewayError::PluginInvalidAction {
+                        plugin: "backend override".into(),
+                        detail: e.to_string(),
+                    };
                     return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
                 }
             }
         }
         (None, Backend::Http(h)) => h,
-        (None, Backend::Mock(reply)) => return (Backend::mock_response(reply), BackendOutcome::NotCalled),
+        (None, Backend::Mock(reply)) => {
+            return (Backend::mock_response(reply), BackendOutcome::NotCalled);
+        }
     };
     let uri = match http.uri_for(&ex.path, &ex.params, &ex.query) {
         Ok(u) => u,
         Err(_) => {
-            let err = GatewayError::BadRequest("the backend path cannot be built from this request");
+            let err =
+                GatewayError::BadRequest("the backend path cannot be built from this request");
             return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
         }
     };
     // Later phases read the request headers; clone them only when someone will.
-    let mut headers = if api.chain.keeps_request_headers { ex.headers.clone() } else { std::mem::take(&mut ex.headers) };
+    let mut headers = if api.chain.keeps_request_headers {
+        ex.headers.clone()
+    } else {
+        std::mem::take(&mut ex.headers)
+    };
     backend::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST); // the client sets the backend's own Host from the URI
     let client_ip = ex.client_ip.to_string();
@@ -416,8 +474,14 @@ async fn call_backend(
         Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
         Ok(Err(e)) => {
             warn!(api = %api.route.api_id, error = %e, "backend request failed");
-            (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)
+            (
+                GatewayError::BackendUnavailable.to_response(&ex.request_id),
+                BackendOutcome::Failed,
+            )
         }
-        Err(_) => (GatewayError::BackendTimeout.to_response(&ex.request_id), BackendOutcome::TimedOut),
+        Err(_) => (
+            GatewayError::BackendTimeout.to_response(&ex.request_id),
+            BackendOutcome::TimedOut,
+        ),
     }
 }

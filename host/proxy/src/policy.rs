@@ -206,8 +206,11 @@ pub trait Policy: Send + Sync {
 
     /// After the backend answered (or failed, or a policy replied); may change or replace
     /// the response.
-    fn on_response(&self, request: &RequestView<'_>, response: &ResponseView<'_>)
-    -> Result<ResponseAction, PolicyError>;
+    fn on_response(
+        &self,
+        request: &RequestView<'_>,
+        response: &ResponseView<'_>,
+    ) -> Result<ResponseAction, PolicyError>;
 
     /// After the response was sent, off the client's path.
     fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError>;

@@ -15,7 +15,12 @@ use tracing::{info, warn};
 
 /// Accept and serve connections until `shutdown` turns true, then let in-flight requests
 /// finish for up to `drain` before closing what is left.
-pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: watch::Receiver<bool>, drain: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
@@ -49,7 +54,10 @@ pub async fn serve(listener: TcpListener, state: Arc<ProxyState>, mut shutdown: 
     }
     drop(listener);
     info!("draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!("drain timeout reached; closing remaining connections");
     }
 }

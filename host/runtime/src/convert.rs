@@ -9,11 +9,19 @@ use std::time::UNIX_EPOCH;
 use wasmgate_proxy::policy::*;
 
 fn headers(map: &HeaderMap, sel: &HeaderSelection) -> Vec<(String, String)> {
-    let pair = |n: &HeaderName, v: &HeaderValue| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let pair = |n: &HeaderName, v: &HeaderValue| {
+        (
+            n.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+        )
+    };
     match sel {
         HeaderSelection::None => Vec::new(),
         HeaderSelection::All => map.iter().map(|(n, v)| pair(n, v)).collect(),
-        HeaderSelection::Only(names) => names.iter().flat_map(|n| map.get_all(n).iter().map(move |v| pair(n, v))).collect(),
+        HeaderSelection::Only(names) => names
+            .iter()
+            .flat_map(|n| map.get_all(n).iter().map(move |v| pair(n, v)))
+            .collect(),
     }
 }
 
@@ -26,7 +34,10 @@ fn body(bytes: Option<&[u8]>, need: BodyNeed) -> Option<Vec<u8>> {
 }
 
 fn identity(i: &Identity) -> wit::Identity {
-    wit::Identity { app_id: i.app_id.clone(), user: i.user.clone() }
+    wit::Identity {
+        app_id: i.app_id.clone(),
+        user: i.user.clone(),
+    }
 }
 
 pub fn request(v: &RequestView<'_>, sel: &HeaderSelection, need: BodyNeed) -> wit::Request {
@@ -70,7 +81,10 @@ pub fn log_entry(v: &LogView<'_>, info: &BindingInfo) -> wit::LogEntry {
     wit::LogEntry {
         request: request(&v.request, &info.request_headers, info.request_body),
         response: response(&v.response, &info.response_headers, info.response_body),
-        start_time_ms: v.start_time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        start_time_ms: v
+            .start_time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
         total_latency_ms: v.total_latency.as_millis().min(u32::MAX as u128) as u32,
         request_size: v.request_size,
         response_size: v.response_size,
@@ -84,11 +98,13 @@ fn invalid(what: impl std::fmt::Display) -> PolicyError {
 }
 
 fn header_name(n: &str) -> Result<HeaderName, PolicyError> {
-    HeaderName::from_bytes(n.as_bytes()).map_err(|_| invalid(format_args!("`{n}` is not a header name")))
+    HeaderName::from_bytes(n.as_bytes())
+        .map_err(|_| invalid(format_args!("`{n}` is not a header name")))
 }
 
 fn header_pair((n, v): (String, String)) -> Result<(HeaderName, HeaderValue), PolicyError> {
-    let value = HeaderValue::from_str(&v).map_err(|_| invalid(format_args!("header `{n}` has an invalid value")))?;
+    let value = HeaderValue::from_str(&v)
+        .map_err(|_| invalid(format_args!("header `{n}` has an invalid value")))?;
     Ok((header_name(&n)?, value))
 }
 
@@ -117,7 +133,11 @@ fn status(s: u16) -> Result<StatusCode, PolicyError> {
 fn reply(r: wit::Reply) -> Result<Reply, PolicyError> {
     Ok(Reply {
         status: status(r.status)?,
-        headers: r.headers.into_iter().map(header_pair).collect::<Result<_, _>>()?,
+        headers: r
+            .headers
+            .into_iter()
+            .map(header_pair)
+            .collect::<Result<_, _>>()?,
         body: Bytes::from(r.body),
     })
 }
@@ -134,11 +154,16 @@ pub fn request_action(a: wit::RequestAction) -> Result<RequestAction, PolicyErro
                 headers: header_ops(c.headers)?,
                 path: c.path,
                 query: c.query,
-                identity: c.identity.map(|i| Identity { app_id: i.app_id, user: i.user }),
+                identity: c.identity.map(|i| Identity {
+                    app_id: i.app_id,
+                    user: i.user,
+                }),
                 context: c.context,
                 backend: c.backend.map(|b| BackendTarget {
                     url: b.url,
-                    timeout: b.timeout_ms.map(|ms| std::time::Duration::from_millis(ms as u64)),
+                    timeout: b
+                        .timeout_ms
+                        .map(|ms| std::time::Duration::from_millis(ms as u64)),
                 }),
             })
         }
@@ -161,7 +186,10 @@ fn selection(s: wit::HeaderSelection) -> Result<HeaderSelection, PolicyError> {
         wit::HeaderSelection::None => HeaderSelection::None,
         wit::HeaderSelection::All => HeaderSelection::All,
         wit::HeaderSelection::Only(names) => HeaderSelection::Only(
-            names.iter().map(|n| header_name(&n.to_ascii_lowercase())).collect::<Result<_, _>>()?,
+            names
+                .iter()
+                .map(|n| header_name(&n.to_ascii_lowercase()))
+                .collect::<Result<_, _>>()?,
         ),
     })
 }

@@ -7,7 +7,8 @@ use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmgate_proxy::policy::{
-    BindingInfo, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction, ResponseView,
+    BindingInfo, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction,
+    ResponseView,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -30,7 +31,12 @@ pub(crate) struct Limits {
 struct MemoryLimitExceeded(usize);
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_cap {
             self.memory_exceeded = true;
             // An error (not `Ok(false)`) traps at once instead of letting the guest's
@@ -40,7 +46,12 @@ impl ResourceLimiter for Limits {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -77,16 +88,41 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    pub(crate) fn new(runtime: Arc<PluginRuntime>, plugin: &str, pre: PluginPre<HostState>, memory_cap: usize) -> Self {
-        PoolBuilder { runtime, plugin: plugin.into(), pre, memory_cap, slots: Vec::new(), scopes: Vec::new() }
+    pub(crate) fn new(
+        runtime: Arc<PluginRuntime>,
+        plugin: &str,
+        pre: PluginPre<HostState>,
+        memory_cap: usize,
+    ) -> Self {
+        PoolBuilder {
+            runtime,
+            plugin: plugin.into(),
+            pre,
+            memory_cap,
+            slots: Vec::new(),
+            scopes: Vec::new(),
+        }
     }
 
     /// Add a binding; returns its number in this pool.
-    pub fn add(&mut self, namespace: String, api_id: String, config_json: String, cpu: Duration) -> u32 {
+    pub fn add(
+        &mut self,
+        namespace: String,
+        api_id: String,
+        config_json: String,
+        cpu: Duration,
+    ) -> u32 {
         let ticks = cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // +1: the deadline counts from the next tick, which may be almost due.
-        self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1 });
-        self.scopes.push(BindingScope { namespace, api_id, plugin: self.plugin.clone() });
+        self.slots.push(Slot {
+            config: config_json,
+            cpu_ticks: ticks + 1,
+        });
+        self.scopes.push(BindingScope {
+            namespace,
+            api_id,
+            plugin: self.plugin.clone(),
+        });
         (self.slots.len() - 1) as u32
     }
 
@@ -102,9 +138,10 @@ impl PoolBuilder {
             slots: self.slots,
             idle: ArrayQueue::new(IDLE_INSTANCES),
         });
-        let mut inst = pool
-            .instantiate()
-            .map_err(|e| RuntimeError::Invalid { path: pool.plugin.to_string().into(), reason: e.to_string() })?;
+        let mut inst = pool.instantiate().map_err(|e| RuntimeError::Invalid {
+            path: pool.plugin.to_string().into(),
+            reason: e.to_string(),
+        })?;
         let mut out = Vec::with_capacity(pool.slots.len());
         let mut healthy = true;
         for binding in 0..pool.slots.len() as u32 {
@@ -116,8 +153,15 @@ impl PoolBuilder {
                 healthy = true;
             }
             out.push(match pool.configure(&mut inst, binding) {
-                Ok(Ok(info)) => Ok(WasmPolicy { pool: pool.clone(), binding, info }),
-                Ok(Err(e)) => Err(BindingError::Config { field: e.field, message: e.message }),
+                Ok(Ok(info)) => Ok(WasmPolicy {
+                    pool: pool.clone(),
+                    binding,
+                    info,
+                }),
+                Ok(Err(e)) => Err(BindingError::Config {
+                    field: e.field,
+                    message: e.message,
+                }),
                 Err(e) => {
                     healthy = false;
                     Err(BindingError::Failed(e))
@@ -142,6 +186,21 @@ pub struct PluginPool {
     idle: ArrayQueue<Instance>,
 }
 
+/// Run a call into the guest, containing host panics.
+///
+/// wasmtime-wasi's synchronous stream, poll and filesystem functions enter a Tokio runtime to
+/// block, which panics on a Tokio worker thread. A plugin reaches them only by writing to
+/// stdout/stderr, sleeping or touching files, none of which plugins may do (the SDK routes
+/// panic messages through the `log` import instead). The panic unwinds out of the guest
+/// through wasmtime; the caller then drops the instance, so no half-finished state is reused.
+fn guarded<R>(f: impl FnOnce() -> Result<R, PolicyError>) -> Result<R, PolicyError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(PolicyError::Trap(
+            "the plugin made a blocking WASI call (stdout, stderr, files or sleep); plugins must log through wasmgate:plugin/log".into(),
+        ))
+    })
+}
+
 fn classify(err: wasmtime::Error, store: &Store<HostState>) -> PolicyError {
     if store.data().limits.memory_exceeded {
         PolicyError::Memory
@@ -162,7 +221,10 @@ impl PluginPool {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: Limits { memory_cap: self.memory_cap, memory_exceeded: false },
+            limits: Limits {
+                memory_cap: self.memory_cap,
+                memory_exceeded: false,
+            },
             current: 0,
             scopes: self.scopes.clone(),
             caps: self.runtime.caps.clone(),
@@ -171,26 +233,40 @@ impl PluginPool {
         store.limiter(|s| &mut s.limits);
         // Instantiation runs the guest's start code: give it the first binding's deadline.
         store.set_epoch_deadline(self.slots.first().map_or(20, |s| s.cpu_ticks));
-        let plugin = self.pre.instantiate(&mut store).map_err(|e| match classify(e, &store) {
+        let plugin = guarded(|| {
+            self.pre
+                .instantiate(&mut store)
+                .map_err(|e| classify(e, &store))
+        })
+        .map_err(|e| match e {
             PolicyError::Trap(m) => PolicyError::Unavailable(m),
             other => other,
         })?;
-        Ok(Instance { store, plugin, configured: vec![false; self.slots.len()] })
+        Ok(Instance {
+            store,
+            plugin,
+            configured: vec![false; self.slots.len()],
+        })
     }
 
     fn configure(
         &self,
         inst: &mut Instance,
         binding: u32,
-    ) -> Result<Result<BindingInfo, crate::bindings::wasmgate::plugin::types::ConfigError>, PolicyError> {
+    ) -> Result<
+        Result<BindingInfo, crate::bindings::wasmgate::plugin::types::ConfigError>,
+        PolicyError,
+    > {
         let slot = &self.slots[binding as usize];
         inst.store.set_epoch_deadline(slot.cpu_ticks);
         inst.store.data_mut().current = binding;
-        let r = inst
-            .plugin
-            .wasmgate_plugin_policy()
-            .call_configure(&mut inst.store, binding, &slot.config)
-            .map_err(|e| classify(e, &inst.store))?;
+        let Instance { plugin, store, .. } = inst;
+        let r = guarded(|| {
+            plugin
+                .wasmgate_plugin_policy()
+                .call_configure(&mut *store, binding, &slot.config)
+                .map_err(|e| classify(e, store))
+        })?;
         match r {
             Ok(info) => {
                 inst.configured[binding as usize] = true;
@@ -202,7 +278,11 @@ impl PluginPool {
 
     /// Run `f` on a warm instance with `binding` configured and its deadline set. A failed
     /// instance is dropped; the next call gets a fresh one.
-    fn call<R>(&self, binding: u32, f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, PolicyError> {
+    fn call<R>(
+        &self,
+        binding: u32,
+        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PolicyError> {
         let mut inst = match self.idle.pop() {
             Some(i) => i,
             None => self.instantiate()?,
@@ -211,18 +291,21 @@ impl PluginPool {
             match self.configure(&mut inst, binding)? {
                 Ok(_) => {}
                 // Accepted at load, refused now: the plugin is not deterministic.
-                Err(e) => return Err(PolicyError::Trap(format!("config refused on a new instance: {}", e.message))),
+                Err(e) => {
+                    return Err(PolicyError::Trap(format!(
+                        "config refused on a new instance: {}",
+                        e.message
+                    )));
+                }
             }
         }
-        inst.store.set_epoch_deadline(self.slots[binding as usize].cpu_ticks);
+        inst.store
+            .set_epoch_deadline(self.slots[binding as usize].cpu_ticks);
         inst.store.data_mut().current = binding;
-        match f(&inst.plugin, &mut inst.store) {
-            Ok(r) => {
-                let _ = self.idle.push(inst);
-                Ok(r)
-            }
-            Err(e) => Err(classify(e, &inst.store)),
-        }
+        let Instance { plugin, store, .. } = &mut inst;
+        let r = guarded(|| f(plugin, store).map_err(|e| classify(e, store)))?;
+        let _ = self.idle.push(inst);
+        Ok(r)
     }
 }
 
@@ -245,22 +328,35 @@ impl Policy for WasmPolicy {
     fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
         let req = convert::request(request, &self.info.request_headers, self.info.request_body);
         let action = self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy().call_on_request(store, self.binding, &req)
+            p.wasmgate_plugin_policy()
+                .call_on_request(store, self.binding, &req)
         })?;
         convert::request_action(action)
     }
 
-    fn on_response(&self, request: &RequestView<'_>, response: &ResponseView<'_>) -> Result<ResponseAction, PolicyError> {
+    fn on_response(
+        &self,
+        request: &RequestView<'_>,
+        response: &ResponseView<'_>,
+    ) -> Result<ResponseAction, PolicyError> {
         let req = convert::request(request, &self.info.request_headers, self.info.request_body);
-        let resp = convert::response(response, &self.info.response_headers, self.info.response_body);
+        let resp = convert::response(
+            response,
+            &self.info.response_headers,
+            self.info.response_body,
+        );
         let action = self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy().call_on_response(store, self.binding, &req, &resp)
+            p.wasmgate_plugin_policy()
+                .call_on_response(store, self.binding, &req, &resp)
         })?;
         convert::response_action(action)
     }
 
     fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
         let entry = convert::log_entry(entry, &self.info);
-        self.pool.call(self.binding, |p, store| p.wasmgate_plugin_policy().call_on_log(store, self.binding, &entry))
+        self.pool.call(self.binding, |p, store| {
+            p.wasmgate_plugin_policy()
+                .call_on_log(store, self.binding, &entry)
+        })
     }
 }

@@ -17,7 +17,11 @@ use wasmgate_proxy::ProxyState;
 use wasmgate_runtime::PluginRuntime;
 
 #[derive(Parser)]
-#[command(name = "wasmgate", version, about = "An API gateway whose policies are sandboxed WebAssembly components")]
+#[command(
+    name = "wasmgate",
+    version,
+    about = "An API gateway whose policies are sandboxed WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,7 +58,9 @@ impl PluginArgs {
             return d.clone();
         }
         // Installed: next to the binary. From a checkout: where scripts/build-plugins puts them.
-        if let Some(beside) = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("plugins")))
+        if let Some(beside) = std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.join("plugins")))
             && beside.is_dir()
         {
             return beside;
@@ -80,6 +86,8 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Panics are contained per request or per plugin call; log them like everything else.
+    std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config, plugins } => {
@@ -91,7 +99,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Run { config, plugins } => {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(run(config, plugins.dir()))
         }
     }
@@ -104,24 +114,44 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
     let state = Arc::new(ProxyState::new(snapshot));
 
+    // Reload triggers are in place before the first request can arrive, so no change made
+    // after start-up is missed.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
+    let _watcher = watch_file(&config_path, reload_tx);
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let drain = Duration::from_millis(cfg.gateway.drain_timeout_ms);
     let mut servers = Vec::new();
     for l in &cfg.listeners {
-        let listener = TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
+        let listener = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", l.address))?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to learn the port when the config says :0.
         println!("wasmgate listening on http://{addr}");
-        servers.push(tokio::spawn(wasmgate_proxy::server::serve(listener, state.clone(), shutdown_rx.clone(), drain)));
+        servers.push(tokio::spawn(wasmgate_proxy::server::serve(
+            listener,
+            state.clone(),
+            shutdown_rx.clone(),
+            drain,
+        )));
     }
-    info!(ms = started.elapsed().as_millis() as u64, apis = cfg.groups.iter().map(|g| g.apis.len()).sum::<usize>(), "ready");
+    info!(
+        ms = started.elapsed().as_millis() as u64,
+        apis = cfg.groups.iter().map(|g| g.apis.len()).sum::<usize>(),
+        "ready"
+    );
 
-    let reload = Reloader { config_path: config_path.clone(), plugin_dir, runtime, state, listeners: cfg.listeners.iter().map(|l| l.address).collect() };
-    let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
-    let _watcher = watch_file(&config_path, reload_tx.clone());
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let reload = Reloader {
+        config_path: config_path.clone(),
+        plugin_dir,
+        runtime,
+        state,
+        listeners: cfg.listeners.iter().map(|l| l.address).collect(),
+    };
     loop {
         tokio::select! {
             _ = hup.recv() => reload.reload().await,
@@ -155,7 +185,11 @@ impl Reloader {
     /// Build a complete new snapshot off the request path and swap it in; on any error keep
     /// serving the current one.
     async fn reload(&self) {
-        let (path, runtime, dir) = (self.config_path.clone(), self.runtime.clone(), self.plugin_dir.clone());
+        let (path, runtime, dir) = (
+            self.config_path.clone(),
+            self.runtime.clone(),
+            self.plugin_dir.clone(),
+        );
         let built = tokio::task::spawn_blocking(move || {
             let cfg = GatewayConfig::load(&path)?;
             let snapshot = snapshot::build(&cfg, &path, &runtime, &dir)?;
@@ -165,7 +199,12 @@ impl Reloader {
         match built {
             Ok(Ok((cfg, snapshot))) => {
                 self.state.swap(snapshot);
-                if cfg.listeners.iter().map(|l| l.address).ne(self.listeners.iter().copied()) {
+                if cfg
+                    .listeners
+                    .iter()
+                    .map(|l| l.address)
+                    .ne(self.listeners.iter().copied())
+                {
                     warn!("listener changes take effect on restart only");
                 }
                 info!("config reloaded");
@@ -179,7 +218,11 @@ impl Reloader {
 /// Watch the config's folder (editors often replace the file rather than write into it).
 fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     let file_name = path.file_name()?.to_owned();
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
             && (ev.kind.is_modify() || ev.kind.is_create())

@@ -18,8 +18,17 @@ pub fn builtin_path(plugin_dir: &Path, name: &str) -> PathBuf {
     plugin_dir.join(format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")))
 }
 
-pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plugin_dir: &Path) -> Result<Snapshot, ConfigError> {
-    let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
+pub fn build(
+    cfg: &GatewayConfig,
+    file: &Path,
+    runtime: &Arc<PluginRuntime>,
+    plugin_dir: &Path,
+) -> Result<Snapshot, ConfigError> {
+    let err = |location: String, message: String| ConfigError {
+        file: file.into(),
+        location,
+        message,
+    };
 
     // Pass 1: every binding joins the pool of its (plugin, memory cap).
     let mut pools: HashMap<(String, u32), PoolBuilder> = HashMap::new();
@@ -28,7 +37,10 @@ pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plu
     for group in &cfg.groups {
         for api in &group.apis {
             for (i, b) in api.policies.iter().enumerate() {
-                let location = format!("group `{}` > api `{}` > policies[{i}] ({})", group.id, api.id, b.plugin);
+                let location = format!(
+                    "group `{}` > api `{}` > policies[{i}] ({})",
+                    group.id, api.id, b.plugin
+                );
                 let key = (b.plugin.clone(), b.limits.memory_mib);
                 if !pools.contains_key(&key) {
                     let path = if BUILTIN_PLUGINS.contains(&b.plugin.as_str()) {
@@ -36,7 +48,9 @@ pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plu
                     } else {
                         cfg.plugins[&b.plugin].path.clone()
                     };
-                    let component = runtime.load(&path).map_err(|e| err(location.clone(), e.to_string()))?;
+                    let component = runtime
+                        .load(&path)
+                        .map_err(|e| err(location.clone(), e.to_string()))?;
                     let builder = runtime
                         .pool_builder(&b.plugin, &component, (b.limits.memory_mib as usize) << 20)
                         .map_err(|e| err(location.clone(), e.to_string()))?;
@@ -56,17 +70,22 @@ pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plu
     }
 
     // Pass 2: plugins check their configs.
-    let mut policies: HashMap<(String, u32), Vec<Option<wasmgate_runtime::WasmPolicy>>> = HashMap::new();
+    let mut policies: HashMap<(String, u32), Vec<Option<wasmgate_runtime::WasmPolicy>>> =
+        HashMap::new();
     for key in pool_order {
         let builder = pools.remove(&key).expect("every key has a builder");
-        let results = builder.build().map_err(|e| err(format!("plugin `{}`", key.0), e.to_string()))?;
+        let results = builder
+            .build()
+            .map_err(|e| err(format!("plugin `{}`", key.0), e.to_string()))?;
         let mut ok = Vec::with_capacity(results.len());
         for (number, r) in results.into_iter().enumerate() {
             match r {
                 Ok(p) => ok.push(Some(p)),
                 Err(e) => {
-                    let (_, _, location) =
-                        placed.iter().find(|(k, n, _)| *k == key && *n as usize == number).expect("placed binding");
+                    let (_, _, location) = placed
+                        .iter()
+                        .find(|(k, n, _)| *k == key && *n as usize == number)
+                        .expect("placed binding");
                     return Err(err(location.clone(), e.to_string()));
                 }
             }
@@ -83,17 +102,27 @@ pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plu
             let mut bindings = Vec::with_capacity(api.policies.len());
             for b in &api.policies {
                 let (key, number, _) = placed.next().expect("one placement per binding");
-                let policy = policies.get_mut(&key).and_then(|v| v[number as usize].take()).expect("built once");
+                let policy = policies
+                    .get_mut(&key)
+                    .and_then(|v| v[number as usize].take())
+                    .expect("built once");
                 let on_error = match b.on_error {
                     config::OnError::Closed => OnError::Closed,
                     config::OnError::Open => OnError::Open,
                 };
-                bindings.push(Binding { policy: Arc::new(policy), on_error });
+                bindings.push(Binding {
+                    policy: Arc::new(policy),
+                    on_error,
+                });
             }
             let backend = match &api.backend {
                 config::Backend::Http(h) => Backend::Http(
-                    HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
-                        .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?,
+                    HttpBackend::parse(
+                        &h.url,
+                        h.path.as_deref(),
+                        Duration::from_millis(h.timeout_ms),
+                    )
+                    .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?,
                 ),
                 config::Backend::Mock(m) => Backend::Mock(Reply {
                     status: http::StatusCode::from_u16(m.status).expect("validated at load"),
@@ -102,7 +131,9 @@ pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plu
                         .iter()
                         .map(|(n, v)| Ok((n.to_ascii_lowercase().parse()?, v.parse()?)))
                         .collect::<Result<_, Box<dyn std::error::Error>>>()
-                        .map_err(|e| err(format!("{location} > backend.mock.headers"), e.to_string()))?,
+                        .map_err(|e| {
+                            err(format!("{location} > backend.mock.headers"), e.to_string())
+                        })?,
                     body: bytes::Bytes::from(m.body.clone()),
                 }),
             };
@@ -110,7 +141,12 @@ pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plu
             let methods = if methods.is_empty() {
                 None
             } else {
-                Some(methods.iter().map(|m| m.parse().expect("validated method")).collect())
+                Some(
+                    methods
+                        .iter()
+                        .map(|m| m.parse().expect("validated method"))
+                        .collect(),
+                )
             };
             let entry = Arc::new(Api {
                 route: RouteInfo {
@@ -122,7 +158,13 @@ pub fn build(cfg: &GatewayConfig, file: &Path, runtime: &Arc<PluginRuntime>, plu
                 chain: PolicyChain::new(bindings),
             });
             router
-                .insert(&group.domains, methods, &api.path, api.match_mode == config::MatchMode::Prefix, entry)
+                .insert(
+                    &group.domains,
+                    methods,
+                    &api.path,
+                    api.match_mode == config::MatchMode::Prefix,
+                    entry,
+                )
                 .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
         }
     }

@@ -35,16 +35,31 @@ impl KvStore {
     }
 
     pub fn set(&self, key: String, bytes: Vec<u8>, ttl_ms: Option<u64>) {
-        self.map.insert(key, Value { bytes, expires: expiry(ttl_ms) });
+        self.map.insert(
+            key,
+            Value {
+                bytes,
+                expires: expiry(ttl_ms),
+            },
+        );
     }
 
     pub fn delete(&self, key: &str) {
         self.map.remove(key);
     }
 
-    pub fn compare_and_swap(&self, key: String, expected: Option<Vec<u8>>, new: Vec<u8>, ttl_ms: Option<u64>) -> bool {
+    pub fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> bool {
         let now = Instant::now();
-        let value = Value { bytes: new, expires: expiry(ttl_ms) };
+        let value = Value {
+            bytes: new,
+            expires: expiry(ttl_ms),
+        };
         match self.map.entry(key) {
             Entry::Occupied(mut e) => {
                 let current = e.get().live(now).then_some(&e.get().bytes);
@@ -80,8 +95,16 @@ impl Host for HostState {
         self.caps.kv.delete(&self.scope().key(&key))
     }
 
-    fn compare_and_swap(&mut self, key: String, expected: Option<Vec<u8>>, new: Vec<u8>, ttl_ms: Option<u64>) -> bool {
-        self.caps.kv.compare_and_swap(self.scope().key(&key), expected, new, ttl_ms)
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> bool {
+        self.caps
+            .kv
+            .compare_and_swap(self.scope().key(&key), expected, new, ttl_ms)
     }
 }
 
