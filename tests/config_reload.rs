@@ -12,26 +12,6 @@ fn api(id: &str, body: &str) -> String {
     )
 }
 
-fn validate(yaml: &str) -> (bool, String) {
-    let dir = temp_dir();
-    let file = dir.join("check.yaml");
-    std::fs::write(&file, format!("{}{yaml}", config_header())).unwrap();
-    let out = wasmgate()
-        .args(["validate", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success(),
-        text.replace(&file.display().to_string(), "FILE"),
-    )
-}
-
 #[test]
 fn validate_accepts_a_good_config_and_names_the_place_of_each_error() {
     let (ok, out) = validate(&api("a", "v1"));

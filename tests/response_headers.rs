@@ -140,20 +140,11 @@ fn bad_header_configs_are_rejected_naming_the_entry() {
         ),
     ];
     for (headers, expected) in cases {
-        let dir = temp_dir();
-        let file = dir.join("bad.yaml");
-        let yaml = format!(
-            "{}groups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies:\n    - plugin: response-headers\n      config: {{response_headers: {headers}}}\n",
-            config_header()
-        );
-        std::fs::write(&file, yaml).unwrap();
-        let out = wasmgate()
-            .args(["validate", "-c"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{headers} was accepted");
+        let (ok, err) = validate(&one_binding(
+            "response-headers",
+            &format!("{{response_headers: {headers}}}"),
+        ));
+        assert!(!ok, "{headers} was accepted");
         assert!(
             err.contains("api `a` > policies[0] (response-headers)"),
             "{err}"

@@ -294,7 +294,7 @@ macro_rules! export_policy {
                 }
                 fn on_response(
                     binding: u32,
-            request: $crate::Request,
+                    request: $crate::Request,
                     response: $crate::Response,
                 ) -> $crate::ResponseAction {
                     BINDINGS.with(binding, |p| {
@@ -306,7 +306,7 @@ macro_rules! export_policy {
                 }
             }
 
-            $crate::bindings::export!(Exports with_types_in $crate::bindings);
+    $crate::bindings::export!(Exports with_types_in $crate::bindings);
         };
     };
 }

@@ -154,6 +154,34 @@ pub fn wasmgate() -> Command {
     cmd
 }
 
+/// Run `wasmgate validate` on `body` (YAML after the header). Returns success and everything
+/// it printed, with the file's path replaced by `FILE`.
+pub fn validate(body: &str) -> (bool, String) {
+    let file = temp_dir().join("check.yaml");
+    std::fs::write(&file, format!("{}{body}", config_header())).unwrap();
+    let out = wasmgate()
+        .args(["validate", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success(),
+        text.replace(&file.display().to_string(), "FILE"),
+    )
+}
+
+/// A config with one API `a` in group `g` whose only policy is `plugin` with `config`.
+pub fn one_binding(plugin: &str, config: &str) -> String {
+    format!(
+        "groups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies:\n    - plugin: {plugin}\n      config: {config}\n"
+    )
+}
+
 impl Gateway {
     /// Start with `body` (YAML after the listener/cache header).
     pub fn start(body: &str) -> Gateway {

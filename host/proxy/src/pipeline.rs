@@ -84,9 +84,22 @@ fn host_of(req: &Request<Incoming>) -> String {
     without_port.to_ascii_lowercase()
 }
 
-fn policy_error(plugin: &str, e: &PolicyError) -> GatewayError {
+/// A binding failed: log it, and with `on_error: closed` return the error response that
+/// ends the request (`None`: skip the binding and go on).
+fn binding_failed(
+    api: &Api,
+    b: &crate::Binding,
+    e: &PolicyError,
+    request_id: &str,
+) -> Option<Response<GatewayBody>> {
+    let plugin = b.policy.plugin_name();
+    if b.on_error == OnError::Open {
+        warn!(api = %api.route.api_id, plugin, error = %e, "plugin failed; skipped (on_error: open)");
+        return None;
+    }
+    warn!(api = %api.route.api_id, plugin, error = %e, "plugin failed");
     let plugin = plugin.to_string();
-    match e {
+    let error = match e {
         PolicyError::Deadline => GatewayError::PluginDeadline { plugin },
         PolicyError::Memory => GatewayError::PluginMemory { plugin },
         PolicyError::InvalidAction(detail) => GatewayError::PluginInvalidAction {
@@ -94,7 +107,8 @@ fn policy_error(plugin: &str, e: &PolicyError) -> GatewayError {
             detail: detail.clone(),
         },
         PolicyError::Trap(_) | PolicyError::Unavailable(_) => GatewayError::PluginFailed { plugin },
-    }
+    };
+    Some(error.to_response(request_id))
 }
 
 /// Read up to `limit` bytes of a body. Returns what was read and the unread rest, if any.
@@ -227,17 +241,12 @@ pub async fn handle(
                 early = Some(Backend::mock_response(&reply));
                 break;
             }
-            Err(e) => match b.on_error {
-                OnError::Open => {
-                    warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)")
-                }
-                OnError::Closed => {
-                    warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed");
-                    early =
-                        Some(policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id));
+            Err(e) => {
+                if let Some(r) = binding_failed(&api, b, &e, &ex.request_id) {
+                    early = Some(r);
                     break;
                 }
-            },
+            }
         }
     }
     if early.is_none() && !method_matched {
@@ -308,17 +317,12 @@ pub async fn handle(
                     response_prefix = Some(reply.body.clone());
                     response = Backend::mock_response(&reply);
                 }
-                Err(e) => match b.on_error {
-                    OnError::Open => {
-                        warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed; skipped (on_error: open)")
-                    }
-                    OnError::Closed => {
-                        warn!(api = %api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "plugin failed");
-                        response =
-                            policy_error(b.policy.plugin_name(), &e).to_response(&ex.request_id);
+                Err(e) => {
+                    if let Some(r) = binding_failed(&api, b, &e, &ex.request_id) {
+                        response = r;
                         break;
                     }
-                },
+                }
             }
         }
     }

@@ -316,6 +316,14 @@ pub struct WasmPolicy {
     info: BindingInfo,
 }
 
+impl WasmPolicy {
+    /// Instantiate a fresh instance of this binding's plugin and drop it: what a request would
+    /// pay without warm instances. For benchmarks.
+    pub fn instantiate_fresh(&self) -> Result<(), PolicyError> {
+        self.pool.instantiate().map(drop)
+    }
+}
+
 impl Policy for WasmPolicy {
     fn plugin_name(&self) -> &str {
         &self.pool.plugin

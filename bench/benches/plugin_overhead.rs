@@ -1,0 +1,98 @@
+//! What a policy costs per phase call on a warm instance, and what a fresh instance would
+//! cost instead. `cargo bench -p wasmgate-bench` (after scripts/build-plugins).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+use wasmgate_bench::binding;
+use wasmgate_proxy::policy::{
+    BackendOutcome, Identity, Policy, RequestView, ResponseView, RouteInfo,
+};
+use wasmgate_runtime::PluginRuntime;
+
+fn bench(c: &mut Criterion) {
+    let runtime = PluginRuntime::new(None).unwrap();
+    let cors = binding(
+        &runtime,
+        "cors",
+        r#"{"allow_origin":["https://app.example.com"],"allow_credentials":true,"expose_headers":["x-a"]}"#,
+    );
+    let headers = binding(
+        &runtime,
+        "response-headers",
+        r#"{"response_headers":[{"name":"x-a","value":"1","action":"override"},{"name":"server","action":"delete"},{"name":"x-b","value":"2","action":"append"}]}"#,
+    );
+
+    let route = RouteInfo {
+        api_id: "api".into(),
+        group_id: "group".into(),
+        environment: "RELEASE".into(),
+    };
+    let mut req_headers = HeaderMap::new();
+    for (n, v) in [
+        ("host", "api.example.com"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("origin", "https://app.example.com"),
+    ] {
+        req_headers.insert(n, HeaderValue::from_static(v));
+    }
+    let identity = Identity::default();
+    let request = RequestView {
+        request_id: "0123456789abcdef0123456789abcdef",
+        route: &route,
+        method: &Method::GET,
+        scheme: "http",
+        host: "api.example.com",
+        path: "/users/42",
+        query: "",
+        path_params: &[],
+        headers: &req_headers,
+        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        identity: &identity,
+        context: &[],
+        body: None,
+    };
+    let mut resp_headers = HeaderMap::new();
+    for (n, v) in [
+        ("content-type", "application/json"),
+        ("server", "upstream"),
+        ("content-length", "1024"),
+    ] {
+        resp_headers.insert(n, HeaderValue::from_static(v));
+    }
+    let response = ResponseView {
+        status: StatusCode::OK,
+        headers: &resp_headers,
+        outcome: BackendOutcome::Responded,
+        backend_latency: Duration::from_micros(300),
+        body: None,
+    };
+
+    let mut g = c.benchmark_group("warm call");
+    g.bench_function("cors on_request", |b| {
+        b.iter(|| black_box(cors.on_request(black_box(&request)).unwrap()))
+    });
+    g.bench_function("cors on_response", |b| {
+        b.iter(|| black_box(cors.on_response(&request, &response).unwrap()))
+    });
+    g.bench_function("response-headers on_response", |b| {
+        b.iter(|| black_box(headers.on_response(&request, &response).unwrap()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("fresh instance");
+    g.bench_function("cors instantiate", |b| {
+        b.iter(|| cors.instantiate_fresh().unwrap())
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);
