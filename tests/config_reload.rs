@@ -202,3 +202,26 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     // The listener is closed once draining starts.
     assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
 }
+
+#[test]
+fn compiled_plugins_are_cached_on_disk_and_reused() {
+    let dir = temp_dir();
+    let cache = dir.join("cache");
+    let file = dir.join("gateway.yaml");
+    let yaml = format!("gateway: {{plugin_cache_dir: '{}'}}\n{}", cache.display(), one_binding("cors", "{}"));
+    std::fs::write(&file, yaml).unwrap();
+    let run = || {
+        let out = wasmgate().args(["validate", "-c"]).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run();
+    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let name = entries[0].file_name().unwrap().to_str().unwrap().to_string();
+    // <sha-256 of the component>-<engine compatibility hash>.cwasm
+    let (hash, rest) = name.split_once('-').unwrap();
+    assert!(hash.len() == 64 && rest.len() == 16 + ".cwasm".len() && rest.ends_with(".cwasm"), "{name}");
+    let written = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
+    run();
+    assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), written, "recompiled instead of reusing");
+}
