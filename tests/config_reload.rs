@@ -64,10 +64,7 @@ fn a_file_that_is_not_a_component_is_rejected_at_load() {
         fake.display()
     ));
     assert!(!ok);
-    assert!(
-        out.contains("policies[0] (fake)") && out.contains("is not a valid plugin component"),
-        "{out}"
-    );
+    assert!(out.contains("policies[0] (fake)") && out.contains("is not a valid plugin component"), "{out}");
 }
 
 #[test]
@@ -77,10 +74,7 @@ fn the_gateway_refuses_to_start_on_an_invalid_config() {
     )
     .err()
     .expect("started");
-    assert!(
-        err.contains("group `g` > api `a` > path: `nope` must start with /"),
-        "{err}"
-    );
+    assert!(err.contains("group `g` > api `a` > path: `nope` must start with /"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,20 +85,14 @@ async fn file_change_reloads_and_a_bad_change_keeps_the_old_config() {
 
     gw.rewrite_config(&api("a", "v2"));
     wait_for_body(&c, &gw.url("/hello"), "v2").await;
-    assert_eq!(
-        c.get(&gw.url("/hello"), &[]).await.header("x-version"),
-        Some("v2")
-    );
+    assert_eq!(c.get(&gw.url("/hello"), &[]).await.header("x-version"), Some("v2"));
 
     // A broken plugin config is refused whole; v2 keeps serving.
     gw.rewrite_config(&api("a", "v3").replace("action: override", "action: explode"));
     gw.expect_log("config reload rejected").await;
     gw.expect_log("unknown variant `explode`").await;
     let r = c.get(&gw.url("/hello"), &[]).await;
-    assert_eq!(
-        (r.status, &r.body[..], r.header("x-version")),
-        (200, &b"v2"[..], Some("v2"))
-    );
+    assert_eq!((r.status, &r.body[..], r.header("x-version")), (200, &b"v2"[..], Some("v2")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,10 +108,7 @@ async fn sighup_reloads() {
 async fn wait_for_body(c: &HttpClient, url: &str, body: &str) {
     let started = Instant::now();
     while c.get(url, &[]).await.body != body {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never saw {body}"
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "never saw {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -142,12 +127,7 @@ async fn reload_under_concurrent_load_fails_no_request() {
     let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut clients = Vec::new();
     for _ in 0..8 {
-        let (stop, done, failed, url) = (
-            stop.clone(),
-            done.clone(),
-            failed.clone(),
-            gw.url("/load/x"),
-        );
+        let (stop, done, failed, url) = (stop.clone(), done.clone(), failed.clone(), gw.url("/load/x"));
         clients.push(tokio::spawn(async move {
             let c = HttpClient::default();
             let mut versions = std::collections::BTreeSet::new();
@@ -174,15 +154,8 @@ async fn reload_under_concurrent_load_fails_no_request() {
         seen.extend(c.await.unwrap());
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0);
-    assert!(
-        done.load(Ordering::Relaxed) > 100,
-        "only {} requests",
-        done.load(Ordering::Relaxed)
-    );
-    assert!(
-        seen.contains("0") && seen.contains("5"),
-        "versions seen: {seen:?}"
-    );
+    assert!(done.load(Ordering::Relaxed) > 100, "only {} requests", done.load(Ordering::Relaxed));
+    assert!(seen.contains("0") && seen.contains("5"), "versions seen: {seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,5 +196,9 @@ fn compiled_plugins_are_cached_on_disk_and_reused() {
     assert!(hash.len() == 64 && rest.len() == 16 + ".cwasm".len() && rest.ends_with(".cwasm"), "{name}");
     let written = std::fs::metadata(&entries[0]).unwrap().modified().unwrap();
     run();
-    assert_eq!(std::fs::metadata(&entries[0]).unwrap().modified().unwrap(), written, "recompiled instead of reusing");
+    assert_eq!(
+        std::fs::metadata(&entries[0]).unwrap().modified().unwrap(),
+        written,
+        "recompiled instead of reusing"
+    );
 }

@@ -39,15 +39,8 @@ groups:
     )
 }
 
-fn preflight<'a>(
-    origin: &'a str,
-    method: &'a str,
-    headers: Option<&'a str>,
-) -> Vec<(&'a str, &'a str)> {
-    let mut h = vec![
-        ("origin", origin),
-        ("access-control-request-method", method),
-    ];
+fn preflight<'a>(origin: &'a str, method: &'a str, headers: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![("origin", origin), ("access-control-request-method", method)];
     if let Some(list) = headers {
         h.push(("access-control-request-headers", list));
     }
@@ -60,21 +53,13 @@ async fn allowed_preflight_is_answered_by_the_gateway() {
     let gw = Gateway::start(&config(&up.url()));
     let c = HttpClient::default();
     let r = c
-        .send(
-            "OPTIONS",
-            &gw.url("/strict"),
-            &preflight(ORIGIN, "POST", Some("Content-Type, X-Token")),
-            "",
-        )
+        .send("OPTIONS", &gw.url("/strict"), &preflight(ORIGIN, "POST", Some("Content-Type, X-Token")), "")
         .await;
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
     assert_eq!(r.header("access-control-allow-origin"), Some(ORIGIN));
     assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
-    assert_eq!(
-        r.header("access-control-allow-headers"),
-        Some("content-type, x-token")
-    );
+    assert_eq!(r.header("access-control-allow-headers"), Some("content-type, x-token"));
     assert_eq!(r.header("access-control-max-age"), Some("600"));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
     assert_eq!(r.header_all("vary"), ["Origin"]);
@@ -107,32 +92,16 @@ async fn actual_requests_get_origin_credentials_and_exposed_headers() {
     let gw = Gateway::start(&config(&up.url()));
     let c = HttpClient::default();
 
-    let r = c
-        .get(
-            &gw.url("/strict"),
-            &[("origin", "https://admin.example.com:8443")],
-        )
-        .await;
+    let r = c.get(&gw.url("/strict"), &[("origin", "https://admin.example.com:8443")]).await;
     assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("access-control-allow-origin"),
-        Some("https://admin.example.com:8443")
-    );
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://admin.example.com:8443"));
     assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
-    assert_eq!(
-        r.header("access-control-expose-headers"),
-        Some("x-total, x-page")
-    );
+    assert_eq!(r.header("access-control-expose-headers"), Some("x-total, x-page"));
     assert_eq!(r.header_all("vary"), ["Origin"]);
-    assert_eq!(
-        r.json()["headers"]["origin"],
-        "https://admin.example.com:8443"
-    );
+    assert_eq!(r.json()["headers"]["origin"], "https://admin.example.com:8443");
 
     // A refused origin still reaches the backend; the browser blocks it for lack of headers.
-    let r = c
-        .get(&gw.url("/strict"), &[("origin", "https://evil.example")])
-        .await;
+    let r = c.get(&gw.url("/strict"), &[("origin", "https://evil.example")]).await;
     assert_eq!(r.status, 200);
     assert!(r.header("access-control-allow-origin").is_none());
     assert!(r.header("access-control-allow-credentials").is_none());
@@ -148,9 +117,7 @@ async fn wildcard_origin_without_credentials_answers_star_and_echoes_requested_h
     let up = Upstream::start().await;
     let gw = Gateway::start(&config(&up.url()));
     let c = HttpClient::default();
-    let r = c
-        .get(&gw.url("/open"), &[("origin", "https://anyone.example")])
-        .await;
+    let r = c.get(&gw.url("/open"), &[("origin", "https://anyone.example")]).await;
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert!(r.header("access-control-allow-credentials").is_none());
 
@@ -165,11 +132,7 @@ async fn wildcard_origin_without_credentials_answers_star_and_echoes_requested_h
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     assert_eq!(r.header("access-control-allow-headers"), Some("x-whatever"));
-    assert_eq!(
-        r.header("access-control-max-age"),
-        Some("86400"),
-        "default max_age"
-    );
+    assert_eq!(r.header("access-control-max-age"), Some("86400"), "default max_age");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,14 +140,7 @@ async fn options_on_an_api_without_cors_is_not_routed() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&config(&up.url()));
     let c = HttpClient::default();
-    let r = c
-        .send(
-            "OPTIONS",
-            &gw.url("/plain"),
-            &preflight(ORIGIN, "GET", None),
-            "",
-        )
-        .await;
+    let r = c.send("OPTIONS", &gw.url("/plain"), &preflight(ORIGIN, "GET", None), "").await;
     assert_eq!((r.status, r.error_code().as_str()), (404, "APIG.0101"));
     assert_eq!(up.hits(), 0);
 }
@@ -202,13 +158,7 @@ fn bad_cors_configs_are_rejected_naming_the_field() {
     for (cfg, field) in cases {
         let (ok, err) = validate(&one_binding("cors", cfg));
         assert!(!ok, "{cfg} was accepted");
-        assert!(
-            err.contains("group `g` > api `a` > policies[0] (cors)"),
-            "{cfg}: {err}"
-        );
-        assert!(
-            err.contains(&format!("config.{field}")),
-            "{cfg}: expected field {field} in: {err}"
-        );
+        assert!(err.contains("group `g` > api `a` > policies[0] (cors)"), "{cfg}: {err}");
+        assert!(err.contains(&format!("config.{field}")), "{cfg}: expected field {field} in: {err}");
     }
 }

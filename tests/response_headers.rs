@@ -92,32 +92,18 @@ async fn two_apis_bound_to_the_same_plugin_behave_by_their_own_config() {
     assert!(a.header("server").is_some());
     // Interleaved calls keep using the right config on the shared warm instances.
     for _ in 0..20 {
-        assert_eq!(
-            c.get(&gw.url("/status/201"), &[]).await.header("x-new"),
-            Some("other-api")
-        );
-        assert_eq!(
-            c.get(&gw.url("/status/200"), &[]).await.header("x-new"),
-            Some("fresh")
-        );
+        assert_eq!(c.get(&gw.url("/status/201"), &[]).await.header("x-new"), Some("other-api"));
+        assert_eq!(c.get(&gw.url("/status/200"), &[]).await.header("x-new"), Some("fresh"));
     }
 }
 
 #[test]
 fn bad_header_configs_are_rejected_naming_the_entry() {
-    let eleven: Vec<String> = (0..11)
-        .map(|i| format!("{{name: x-h{i}, value: v, action: add}}"))
-        .collect();
+    let eleven: Vec<String> = (0..11).map(|i| format!("{{name: x-h{i}, value: v, action: add}}")).collect();
     let long = "v".repeat(1025);
     let cases = [
-        (
-            format!("[{}]", eleven.join(", ")),
-            "config.response_headers: 11 headers",
-        ),
-        (
-            "[{name: content-length, value: '1', action: override}]".into(),
-            "config.response_headers[0].name",
-        ),
+        (format!("[{}]", eleven.join(", ")), "config.response_headers: 11 headers"),
+        ("[{name: content-length, value: '1', action: override}]".into(), "config.response_headers[0].name"),
         (
             "[{name: Transfer-Encoding, value: chunked, action: add}]".into(),
             "config.response_headers[0].name",
@@ -126,29 +112,18 @@ fn bad_header_configs_are_rejected_naming_the_entry() {
             "[{name: x-a, value: v, action: add}, {name: connection, action: delete}]".into(),
             "config.response_headers[1].name",
         ),
-        (
-            format!("[{{name: x-a, value: {long}, action: add}}]"),
-            "config.response_headers[0].value",
-        ),
-        (
-            "[{name: x-a, value: v, action: replace}]".into(),
-            "unknown variant `replace`",
-        ),
+        (format!("[{{name: x-a, value: {long}, action: add}}]"), "config.response_headers[0].value"),
+        ("[{name: x-a, value: v, action: replace}]".into(), "unknown variant `replace`"),
         (
             "[{name: x-a, value: v, action: add}, {name: X-A, value: w, action: add}]".into(),
             "config.response_headers[1].name",
         ),
     ];
     for (headers, expected) in cases {
-        let (ok, err) = validate(&one_binding(
-            "response-headers",
-            &format!("{{response_headers: {headers}}}"),
-        ));
+        let (ok, err) =
+            validate(&one_binding("response-headers", &format!("{{response_headers: {headers}}}")));
         assert!(!ok, "{headers} was accepted");
-        assert!(
-            err.contains("api `a` > policies[0] (response-headers)"),
-            "{err}"
-        );
+        assert!(err.contains("api `a` > policies[0] (response-headers)"), "{err}");
         assert!(err.contains(expected), "expected `{expected}` in: {err}");
     }
 }

@@ -41,19 +41,13 @@ async fn static_beats_template_beats_prefix_and_params_reach_the_backend() {
     assert_eq!(echo["path"], "/base/v1/people/42");
     assert_eq!(echo["query"], "x=1&y=2");
     assert_eq!(c.get(&gw.url("/users/42/orders"), &[]).await.body, "prefix");
-    assert_eq!(
-        c.send("DELETE", &gw.url("/users"), &[], "").await.body,
-        "prefix"
-    );
+    assert_eq!(c.send("DELETE", &gw.url("/users"), &[], "").await.body, "prefix");
 
     let r = c.get(&gw.url("/files/a/b/c.txt"), &[]).await;
     assert_eq!(r.json()["path"], "/files/a/b/c.txt");
 
     let r = c.get(&gw.url("/tea"), &[]).await;
-    assert_eq!(
-        (r.status, r.header("x-mock"), &r.body[..]),
-        (418, Some("yes"), &b"short and stout"[..])
-    );
+    assert_eq!((r.status, r.header("x-mock"), &r.body[..]), (418, Some("yes"), &b"short and stout"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,12 +55,7 @@ async fn unknown_routes_get_404_with_error_code_and_request_id() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&routes(&up.url()));
     let c = HttpClient::default();
-    for (method, path) in [
-        ("GET", "/nothing"),
-        ("POST", "/files/a"),
-        ("GET", "/tea/x"),
-        ("GET", "/files"),
-    ] {
+    for (method, path) in [("GET", "/nothing"), ("POST", "/files/a"), ("GET", "/tea/x"), ("GET", "/files")] {
         let r = c.send(method, &gw.url(path), &[], "").await;
         assert_eq!(r.status, 404, "{method} {path}");
         let body = r.json();
@@ -82,35 +71,12 @@ async fn groups_answer_on_their_own_domains() {
     let up = Upstream::start().await;
     let gw = Gateway::start(&routes(&up.url()));
     let c = HttpClient::default();
-    assert_eq!(
-        c.get(&gw.url("/"), &[("host", "shop.example")]).await.body,
-        "shop"
-    );
-    assert_eq!(
-        c.get(&gw.url("/"), &[("host", "SHOP.example:8080")])
-            .await
-            .body,
-        "shop"
-    );
+    assert_eq!(c.get(&gw.url("/"), &[("host", "shop.example")]).await.body, "shop");
+    assert_eq!(c.get(&gw.url("/"), &[("host", "SHOP.example:8080")]).await.body, "shop");
     // The shop domain only serves the shop group; other hosts reach the default group.
-    assert_eq!(
-        c.get(&gw.url("/users/me"), &[("host", "shop.example")])
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        c.get(&gw.url("/"), &[("host", "other.example")])
-            .await
-            .status,
-        404
-    );
-    assert_eq!(
-        c.get(&gw.url("/users/me"), &[("host", "other.example")])
-            .await
-            .body,
-        "me"
-    );
+    assert_eq!(c.get(&gw.url("/users/me"), &[("host", "shop.example")]).await.status, 404);
+    assert_eq!(c.get(&gw.url("/"), &[("host", "other.example")]).await.status, 404);
+    assert_eq!(c.get(&gw.url("/users/me"), &[("host", "other.example")]).await.body, "me");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,9 +110,7 @@ async fn forwarded_headers_and_request_id_are_added_and_hop_by_hop_dropped() {
     // The upstream's own hop-by-hop headers do not reach the client.
     assert!(r.header("x-upstream").is_none());
 
-    let r = c
-        .get(&gw.url("/users/7"), &[("x-request-id", "trace-abc-123")])
-        .await;
+    let r = c.get(&gw.url("/users/7"), &[("x-request-id", "trace-abc-123")]).await;
     assert_eq!(r.header("x-request-id"), Some("trace-abc-123"));
     assert_eq!(r.json()["headers"]["x-request-id"], "trace-abc-123");
 }
@@ -160,10 +124,7 @@ async fn slow_backend_gets_504_at_its_timeout_and_dead_backend_502() {
     let r = c.get(&gw.url("/slow/2000"), &[]).await;
     let took = started.elapsed();
     assert_eq!((r.status, r.error_code().as_str()), (504, "APIG.0203"));
-    assert!(
-        took >= Duration::from_millis(280) && took < Duration::from_millis(1500),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(280) && took < Duration::from_millis(1500), "{took:?}");
     assert_eq!(c.get(&gw.url("/slow/10"), &[]).await.status, 200);
 
     let r = c.get(&gw.url("/down"), &[]).await;

@@ -64,25 +64,16 @@ async fn each_misbehaving_plugin_gets_its_error_code_within_the_deadline() {
             let started = Instant::now();
             let r = c.get(&gw.url(path), &[]).await;
             let took = started.elapsed();
-            assert_eq!(
-                (r.status, r.error_code().as_str()),
-                (500, code),
-                "{path}: {:?}",
-                r.body
-            );
+            assert_eq!((r.status, r.error_code().as_str()), (500, code), "{path}: {:?}", r.body);
             assert!(took < max, "{path} took {took:?}");
-            assert!(
-                !String::from_utf8_lossy(&r.body).contains("root:"),
-                "{path} leaked a file"
-            );
+            assert!(!String::from_utf8_lossy(&r.body).contains("root:"), "{path} leaked a file");
         }
     }
     assert_eq!(up.hits(), 0, "no failed plugin let its request through");
     gw.expect_log("CPU deadline exceeded").await;
     gw.expect_log("memory limit exceeded").await;
     // Plugin panics reach the log through the SDK's hook, tagged with the API.
-    gw.expect_log("plugin panicked: panicked at tests/fixtures/trap/src/lib.rs")
-        .await;
+    gw.expect_log("plugin panicked: panicked at tests/fixtures/trap/src/lib.rs").await;
     gw.expect_log("no file access").await;
 }
 
@@ -97,10 +88,7 @@ async fn the_spin_deadline_is_the_bindings_cpu_limit() {
     let took = started.elapsed();
     assert_eq!(r.error_code(), "APIG.0502");
     // cpu_ms is 100 and the epoch ticks every 5 ms.
-    assert!(
-        took >= Duration::from_millis(95) && took < Duration::from_millis(400),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(95) && took < Duration::from_millis(400), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,10 +97,7 @@ async fn other_apis_keep_succeeding_while_plugins_misbehave() {
     let gw = Gateway::start(&config(&up.url()));
     let c = HttpClient::default();
     let bad = {
-        let (c, urls) = (
-            HttpClient::default(),
-            ["/spin", "/memory", "/trap", "/file"].map(|p| gw.url(p)),
-        );
+        let (c, urls) = (HttpClient::default(), ["/spin", "/memory", "/trap", "/file"].map(|p| gw.url(p)));
         tokio::spawn(async move {
             let mut codes = Vec::new();
             for _ in 0..5 {

@@ -7,9 +7,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use wasmgate_bench::binding;
-use wasmgate_proxy::policy::{
-    BackendOutcome, Identity, Policy, RequestView, ResponseView, RouteInfo,
-};
+use wasmgate_proxy::policy::{BackendOutcome, Identity, Policy, RequestView, ResponseView, RouteInfo};
 use wasmgate_runtime::PluginRuntime;
 
 fn bench(c: &mut Criterion) {
@@ -25,11 +23,7 @@ fn bench(c: &mut Criterion) {
         r#"{"response_headers":[{"name":"x-a","value":"1","action":"override"},{"name":"server","action":"delete"},{"name":"x-b","value":"2","action":"append"}]}"#,
     );
 
-    let route = RouteInfo {
-        api_id: "api".into(),
-        group_id: "group".into(),
-        environment: "RELEASE".into(),
-    };
+    let route = RouteInfo { api_id: "api".into(), group_id: "group".into(), environment: "RELEASE".into() };
     let mut req_headers = HeaderMap::new();
     for (n, v) in [
         ("host", "api.example.com"),
@@ -56,11 +50,7 @@ fn bench(c: &mut Criterion) {
         body: None,
     };
     let mut resp_headers = HeaderMap::new();
-    for (n, v) in [
-        ("content-type", "application/json"),
-        ("server", "upstream"),
-        ("content-length", "1024"),
-    ] {
+    for (n, v) in [("content-type", "application/json"), ("server", "upstream"), ("content-length", "1024")] {
         resp_headers.insert(n, HeaderValue::from_static(v));
     }
     let response = ResponseView {
@@ -84,9 +74,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("fresh instance");
-    g.bench_function("cors instantiate", |b| {
-        b.iter(|| cors.instantiate_fresh().unwrap())
-    });
+    g.bench_function("cors instantiate", |b| b.iter(|| cors.instantiate_fresh().unwrap()));
     g.finish();
 }
 

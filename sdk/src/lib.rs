@@ -36,9 +36,9 @@ pub mod bindings {
 
 pub use bindings::exports::wasmgate::plugin::policy::Guest as __Guest;
 pub use bindings::wasmgate::plugin::types::{
-    BackendOutcome, BackendTarget, BindingInfo, BodyNeed, ConfigError, HeaderOp, HeaderSelection,
-    Identity, LogEntry, Phases, Reply, Request, RequestAction, RequestChanges, Response,
-    ResponseAction, ResponseChanges, RouteInfo,
+    BackendOutcome, BackendTarget, BindingInfo, BodyNeed, ConfigError, HeaderOp, HeaderSelection, Identity,
+    LogEntry, Method, Phases, Reply, Request, RequestAction, RequestChanges, RequestFields, Response,
+    ResponseAction, ResponseChanges, RouteInfo, Scheme,
 };
 
 /// Host capabilities a plugin may import.
@@ -54,8 +54,8 @@ pub mod host {
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        BackendOutcome, BindingInfo, BodyNeed, ConfigError, HeaderOp, HeaderSelection, Identity,
-        LogEntry, Phases, Policy, Reply, Request, RequestAction, RequestChanges, Response,
+        BackendOutcome, BindingInfo, BodyNeed, ConfigError, HeaderOp, HeaderSelection, Identity, LogEntry,
+        Method, Phases, Policy, Reply, Request, RequestAction, RequestChanges, RequestFields, Response,
         ResponseAction, ResponseChanges, parse_config,
     };
 }
@@ -92,9 +92,7 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, C
         let field = message
             .split('`')
             .nth(1)
-            .filter(|_| {
-                message.starts_with("unknown field") || message.starts_with("missing field")
-            })
+            .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
             .unwrap_or("")
             .to_string();
         ConfigError { field, message }
@@ -104,10 +102,7 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, C
 impl ConfigError {
     /// An error about `field` of the config.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            field: field.into(),
-            message: message.into(),
-        }
+        ConfigError { field: field.into(), message: message.into() }
     }
 }
 
@@ -129,10 +124,7 @@ impl Default for RequestChanges {
 #[allow(clippy::derivable_impls)]
 impl Default for ResponseChanges {
     fn default() -> Self {
-        ResponseChanges {
-            status: None,
-            headers: Vec::new(),
-        }
+        ResponseChanges { status: None, headers: Vec::new() }
     }
 }
 
@@ -142,11 +134,12 @@ impl BindingInfo {
         Self::new(Phases::REQUEST)
     }
 
-    /// A binding that runs in `phases` and reads no headers or body; adjust the fields for
-    /// what it does read.
+    /// A binding that runs in `phases` and reads only the method; adjust the fields for
+    /// what it does read (`request_fields`, headers, bodies).
     pub fn new(phases: Phases) -> Self {
         BindingInfo {
             phases,
+            request_fields: RequestFields::empty(),
             request_headers: HeaderSelection::None,
             response_headers: HeaderSelection::None,
             request_body: BodyNeed::None,
@@ -156,24 +149,85 @@ impl BindingInfo {
 }
 
 fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
+/// A field the binding did not select: a bug in the plugin, reported loudly.
+#[track_caller]
+fn unselected(field: &str) -> ! {
+    panic!("request field `{field}` was not selected: add it to BindingInfo::request_fields")
+}
+
+impl Method {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Patch => "PATCH",
+            Method::Other(m) => m,
+        }
+    }
+}
+
+/// Accessors for the fields a binding selected; each panics (failing the call with a clear
+/// message in the gateway log) if the field was not selected in `request_fields`.
 impl Request {
     /// The first value of header `name` (case-insensitive), if the binding selected it.
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)
     }
 
+    #[track_caller]
+    pub fn request_id(&self) -> &str {
+        self.request_id.as_deref().unwrap_or_else(|| unselected("request-id"))
+    }
+
+    #[track_caller]
+    pub fn route(&self) -> &RouteInfo {
+        self.route.as_ref().unwrap_or_else(|| unselected("route"))
+    }
+
+    #[track_caller]
+    pub fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or_else(|| unselected("host"))
+    }
+
+    #[track_caller]
+    pub fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or_else(|| unselected("path"))
+    }
+
+    #[track_caller]
+    pub fn query(&self) -> &str {
+        self.query.as_deref().unwrap_or_else(|| unselected("query"))
+    }
+
+    /// A `{name}` or `{name+}` parameter of the route's path template.
+    #[track_caller]
+    pub fn path_param(&self, name: &str) -> Option<&str> {
+        let params = self.path_params.as_ref().unwrap_or_else(|| unselected("path-params"));
+        params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[track_caller]
+    pub fn client_ip(&self) -> &str {
+        self.client_ip.as_deref().unwrap_or_else(|| unselected("client-ip"))
+    }
+
+    #[track_caller]
+    pub fn identity(&self) -> &Identity {
+        self.identity.as_ref().unwrap_or_else(|| unselected("identity"))
+    }
+
     /// A value set in the request context by an earlier policy.
+    #[track_caller]
     pub fn context(&self, key: &str) -> Option<&str> {
-        self.context
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        let context = self.context.as_ref().unwrap_or_else(|| unselected("context"));
+        context.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -187,11 +241,7 @@ impl Response {
 impl Reply {
     /// A reply with no headers and no body.
     pub fn empty(status: u16) -> Self {
-        Reply {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        Reply { status, headers: Vec::new(), body: Vec::new() }
     }
 
     /// A `text/plain` reply.
@@ -275,8 +325,7 @@ pub mod __private {
 macro_rules! export_policy {
     ($policy:ty) => {
         const _: () = {
-            static BINDINGS: $crate::__private::Bindings<$policy> =
-                $crate::__private::Bindings::new();
+            static BINDINGS: $crate::__private::Bindings<$policy> = $crate::__private::Bindings::new();
 
             struct Exports;
 
@@ -288,25 +337,22 @@ macro_rules! export_policy {
                     BINDINGS.configure(binding, &config)
                 }
                 fn on_request(binding: u32, request: $crate::Request) -> $crate::RequestAction {
-                    BINDINGS.with(binding, |p| {
-                        <$policy as $crate::Policy>::on_request(p, &request)
-                    })
+                    BINDINGS.with(binding, |p| <$policy as $crate::Policy>::on_request(p, &request))
                 }
                 fn on_response(
                     binding: u32,
                     request: $crate::Request,
                     response: $crate::Response,
                 ) -> $crate::ResponseAction {
-                    BINDINGS.with(binding, |p| {
-                        <$policy as $crate::Policy>::on_response(p, &request, &response)
-                    })
+                    BINDINGS
+                        .with(binding, |p| <$policy as $crate::Policy>::on_response(p, &request, &response))
                 }
                 fn on_log(binding: u32, entry: $crate::LogEntry) {
                     BINDINGS.with(binding, |p| <$policy as $crate::Policy>::on_log(p, &entry))
                 }
             }
 
-    $crate::bindings::export!(Exports with_types_in $crate::bindings);
+            $crate::bindings::export!(Exports with_types_in $crate::bindings);
         };
     };
 }

@@ -19,10 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 /// Where `scripts/build-plugins` puts the components.
@@ -97,12 +94,7 @@ async fn upstream_answer(req: Request<hyper::body::Incoming>) -> Response<Full<B
         .collect();
     let method = req.method().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let echo = serde_json::json!({
         "method": method, "path": path, "query": query, "headers": headers,
         "body": String::from_utf8_lossy(&body),
@@ -149,8 +141,7 @@ pub fn config_header() -> String {
 
 pub fn wasmgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
-    cmd.env("WASMGATE_PLUGIN_DIR", plugin_dir())
-        .env("RUST_LOG", "info");
+    cmd.env("WASMGATE_PLUGIN_DIR", plugin_dir()).env("RUST_LOG", "info");
     cmd
 }
 
@@ -159,20 +150,9 @@ pub fn wasmgate() -> Command {
 pub fn validate(body: &str) -> (bool, String) {
     let file = temp_dir().join("check.yaml");
     std::fs::write(&file, format!("{}{body}", config_header())).unwrap();
-    let out = wasmgate()
-        .args(["validate", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success(),
-        text.replace(&file.display().to_string(), "FILE"),
-    )
+    let out = wasmgate().args(["validate", "-c"]).arg(&file).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text.replace(&file.display().to_string(), "FILE"))
 }
 
 /// A config with one API `a` in group `g` whose only policy is `plugin` with `config`.
@@ -215,12 +195,7 @@ impl Gateway {
             let mut out = std::fs::File::create(log).unwrap();
             let _ = std::io::copy(&mut BufReader::new(stderr), &mut out);
         });
-        Ok(Gateway {
-            addr,
-            config,
-            child,
-            dir,
-        })
+        Ok(Gateway { addr, config, child, dir })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -235,11 +210,8 @@ impl Gateway {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        let ok =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
         assert!(ok.success());
     }
 
@@ -282,8 +254,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -292,19 +263,12 @@ impl Reply {
 
     /// Every line of header `name`, in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect()
+        self.headers.get_all(name).iter().map(|v| v.to_str().unwrap()).collect()
     }
 
     /// The gateway error code of a JSON error body.
     pub fn error_code(&self) -> String {
-        self.json()["error_code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        self.json()["error_code"].as_str().unwrap_or_default().to_string()
     }
 }
 
@@ -314,46 +278,26 @@ pub struct HttpClient {
 
 impl Default for HttpClient {
     fn default() -> Self {
-        HttpClient {
-            inner: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        HttpClient { inner: Client::builder(TokioExecutor::new()).build_http() }
     }
 }
 
 impl HttpClient {
     /// An HTTP/2 client with prior knowledge (h2c).
     pub fn h2c() -> Self {
-        HttpClient {
-            inner: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build_http(),
-        }
+        HttpClient { inner: Client::builder(TokioExecutor::new()).http2_only(true).build_http() }
     }
 
-    pub async fn send(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Reply {
+    pub async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         let mut req = Request::builder().method(method).uri(url);
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
         let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-        let resp = self
-            .inner
-            .request(req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+        let resp = self.inner.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        }
+        Reply { status: parts.status.as_u16(), headers: parts.headers, body }
     }
 
     pub async fn get(&self, url: &str, headers: &[(&str, &str)]) -> Reply {

@@ -49,9 +49,7 @@ pub struct GatewayConfig {
 }
 
 fn default_listeners() -> Vec<Listener> {
-    vec![Listener {
-        address: SocketAddr::from(([127, 0, 0, 1], 8080)),
-    }]
+    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 8080)) }]
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,11 +73,7 @@ pub struct GatewaySettings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        GatewaySettings {
-            drain_timeout_ms: 10_000,
-            plugin_cache_dir: None,
-            environment: "RELEASE".into(),
-        }
+        GatewaySettings { drain_timeout_ms: 10_000, plugin_cache_dir: None, environment: "RELEASE".into() }
     }
 }
 
@@ -145,15 +139,8 @@ impl Methods {
             Methods::One(m) => vec![m],
             Methods::List(v) => v.iter().collect(),
         };
-        let list: Vec<String> = list
-            .into_iter()
-            .map(|m| m.trim().to_ascii_uppercase())
-            .collect();
-        if list.iter().any(|m| m == "ANY") {
-            Vec::new()
-        } else {
-            list
-        }
+        let list: Vec<String> = list.into_iter().map(|m| m.trim().to_ascii_uppercase()).collect();
+        if list.iter().any(|m| m == "ANY") { Vec::new() } else { list }
     }
 }
 
@@ -244,10 +231,7 @@ pub struct PluginLimits {
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits {
-            cpu_ms: 50,
-            memory_mib: 16,
-        }
+        PluginLimits { cpu_ms: 50, memory_mib: 16 }
     }
 }
 
@@ -271,11 +255,7 @@ impl GatewayConfig {
         let mut config: GatewayConfig = serde_norway::from_str(text).map_err(|e| {
             let message = e.to_string();
             // serde_norway puts the YAML path first ("groups[0].apis[1]: unknown field ...").
-            ConfigError {
-                file: path.into(),
-                location: String::new(),
-                message,
-            }
+            ConfigError { file: path.into(), location: String::new(), message }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for source in config.plugins.values_mut() {
@@ -288,13 +268,11 @@ impl GatewayConfig {
         {
             *dir = base.join(&*dir);
         }
-        config
-            .validate()
-            .map_err(|(location, message)| ConfigError {
-                file: path.into(),
-                location,
-                message,
-            })?;
+        config.validate().map_err(|(location, message)| ConfigError {
+            file: path.into(),
+            location,
+            message,
+        })?;
         Ok(config)
     }
 
@@ -307,18 +285,12 @@ impl GatewayConfig {
         let mut addrs = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
             if !addrs.insert(l.address) {
-                return err(
-                    format!("listeners[{i}]"),
-                    format!("{} is listed twice", l.address),
-                );
+                return err(format!("listeners[{i}]"), format!("{} is listed twice", l.address));
             }
         }
         for name in self.plugins.keys() {
             if BUILTIN_PLUGINS.contains(&name.as_str()) {
-                return err(
-                    format!("plugins.{name}"),
-                    "this name belongs to a built-in plugin".into(),
-                );
+                return err(format!("plugins.{name}"), "this name belongs to a built-in plugin".into());
             }
         }
         let mut group_ids = HashSet::new();
@@ -333,10 +305,7 @@ impl GatewayConfig {
             }
             for d in &group.domains {
                 if d != "*" && (d.is_empty() || d.contains(['/', ' ', ':'])) {
-                    return err(
-                        format!("{gloc} > domains"),
-                        format!("`{d}` is not a host name"),
-                    );
+                    return err(format!("{gloc} > domains"), format!("`{d}` is not a host name"));
                 }
             }
             for api in &group.apis {
@@ -345,17 +314,12 @@ impl GatewayConfig {
                     return err(gloc, "an api has an empty id".into());
                 }
                 if !api_ids.insert(api.id.as_str()) {
-                    return err(
-                        aloc,
-                        "api id is used twice (ids are unique across groups)".into(),
-                    );
+                    return err(aloc, "api id is used twice (ids are unique across groups)".into());
                 }
-                api.validate()
-                    .map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
+                api.validate().map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
                 for (i, b) in api.policies.iter().enumerate() {
                     let ploc = format!("{aloc} > policies[{i}] ({})", b.plugin);
-                    if !BUILTIN_PLUGINS.contains(&b.plugin.as_str())
-                        && !self.plugins.contains_key(&b.plugin)
+                    if !BUILTIN_PLUGINS.contains(&b.plugin.as_str()) && !self.plugins.contains_key(&b.plugin)
                     {
                         return err(
                             ploc,
@@ -392,10 +356,7 @@ impl Api {
     fn validate(&self) -> Result<(), (String, String)> {
         for m in self.method.normalized() {
             if !METHODS.contains(&m.as_str()) {
-                return Err((
-                    "method".into(),
-                    format!("`{m}` is not one of ANY, {}", METHODS.join(", ")),
-                ));
+                return Err(("method".into(), format!("`{m}` is not one of ANY, {}", METHODS.join(", "))));
             }
         }
         if !self.path.starts_with('/') {
@@ -414,10 +375,7 @@ impl Api {
                     ));
                 }
                 if uri.query().is_some() {
-                    return Err((
-                        "backend.http.url".into(),
-                        "must not have a query string".into(),
-                    ));
+                    return Err(("backend.http.url".into(), "must not have a query string".into()));
                 }
                 if !(1..=60_000).contains(&h.timeout_ms) {
                     return Err((
@@ -428,10 +386,7 @@ impl Api {
                 if let Some(p) = &h.path
                     && !p.starts_with('/')
                 {
-                    return Err((
-                        "backend.http.path".into(),
-                        format!("`{p}` must start with /"),
-                    ));
+                    return Err(("backend.http.path".into(), format!("`{p}` must start with /")));
                 }
             }
             Backend::Mock(m) => {
@@ -471,8 +426,7 @@ mod tests {
         GatewayConfig::parse(yaml, Path::new("/etc/wasmgate/test.yaml"))
     }
 
-    const API: &str =
-        "groups:\n- id: g\n  apis:\n  - id: a\n    path: /x\n    backend: {mock: {body: hi}}\n";
+    const API: &str = "groups:\n- id: g\n  apis:\n  - id: a\n    path: /x\n    backend: {mock: {body: hi}}\n";
 
     #[test]
     fn minimal_config_gets_defaults() {
@@ -489,10 +443,7 @@ mod tests {
         let e = parse(&API.replace("path: /x", "path: /x\n    pth: /y")).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("/etc/wasmgate/test.yaml: "), "{msg}");
-        assert!(
-            msg.contains("groups[0].apis[0]") && msg.contains("unknown field `pth`"),
-            "{msg}"
-        );
+        assert!(msg.contains("groups[0].apis[0]") && msg.contains("unknown field `pth`"), "{msg}");
     }
 
     #[test]
@@ -506,33 +457,19 @@ mod tests {
     fn out_of_range_values_are_refused() {
         let cases = [
             (
-                API.replace(
-                    "{mock: {body: hi}}",
-                    "{http: {url: 'http://h:1', timeout_ms: 0}}",
-                ),
+                API.replace("{mock: {body: hi}}", "{http: {url: 'http://h:1', timeout_ms: 0}}"),
                 "backend.http.timeout_ms",
             ),
-            (
-                API.replace("{mock: {body: hi}}", "{http: {url: 'https://h:1'}}"),
-                "backend.http.url",
-            ),
-            (
-                API.replace("{mock: {body: hi}}", "{mock: {status: 700}}"),
-                "backend.mock.status",
-            ),
+            (API.replace("{mock: {body: hi}}", "{http: {url: 'https://h:1'}}"), "backend.http.url"),
+            (API.replace("{mock: {body: hi}}", "{mock: {status: 700}}"), "backend.mock.status"),
             (API.replace("path: /x", "path: x"), "path"),
-            (
-                API.replace("path: /x", "path: /x\n    method: FETCH"),
-                "method",
-            ),
+            (API.replace("path: /x", "path: /x\n    method: FETCH"), "method"),
             (
                 format!("{API}    policies:\n    - plugin: cors\n      limits: {{cpu_ms: 0}}\n"),
                 "limits.cpu_ms",
             ),
             (
-                format!(
-                    "{API}    policies:\n    - plugin: cors\n      limits: {{memory_mib: 4096}}\n"
-                ),
+                format!("{API}    policies:\n    - plugin: cors\n      limits: {{memory_mib: 4096}}\n"),
                 "limits.memory_mib",
             ),
         ];
@@ -551,9 +488,6 @@ mod tests {
     #[test]
     fn relative_plugin_paths_resolve_against_the_config_folder() {
         let c = parse(&format!("plugins:\n  mine: {{path: p/mine.wasm}}\n{API}")).unwrap();
-        assert_eq!(
-            c.plugins["mine"].path,
-            Path::new("/etc/wasmgate/p/mine.wasm")
-        );
+        assert_eq!(c.plugins["mine"].path, Path::new("/etc/wasmgate/p/mine.wasm"));
     }
 }

@@ -30,24 +30,14 @@ pub struct BackendUrlError {
 }
 
 impl HttpBackend {
-    pub fn parse(
-        url: &str,
-        path_template: Option<&str>,
-        timeout: Duration,
-    ) -> Result<Self, BackendUrlError> {
-        let err = |reason| BackendUrlError {
-            url: url.into(),
-            reason,
-        };
+    pub fn parse(url: &str, path_template: Option<&str>, timeout: Duration) -> Result<Self, BackendUrlError> {
+        let err = |reason| BackendUrlError { url: url.into(), reason };
         let uri: Uri = url.parse().map_err(|_| err("not a valid URL"))?;
         let scheme = uri.scheme().cloned().ok_or_else(|| err("needs http://"))?;
         if scheme != Scheme::HTTP {
             return Err(err("only http:// backends are supported"));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| err("needs a host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| err("needs a host"))?;
         Ok(HttpBackend {
             scheme,
             authority,
@@ -58,12 +48,7 @@ impl HttpBackend {
     }
 
     /// The upstream URI for a request path (after policies' changes) and its parameters.
-    pub fn uri_for(
-        &self,
-        path: &str,
-        params: &[(String, String)],
-        query: &str,
-    ) -> Result<Uri, http::Error> {
+    pub fn uri_for(&self, path: &str, params: &[(String, String)], query: &str) -> Result<Uri, http::Error> {
         let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.len() + 2);
         match &self.path_template {
             None => {
@@ -162,10 +147,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &str, scheme: &str, hos
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(XFF.clone(), v);
     }
-    headers.insert(
-        XFP.clone(),
-        HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
-    );
+    headers.insert(XFP.clone(), HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(XFH.clone(), v);
     }
@@ -177,26 +159,12 @@ mod tests {
 
     #[test]
     fn request_path_is_appended_to_the_base_or_mapped_by_template() {
-        let b =
-            HttpBackend::parse("http://127.0.0.1:9/base/", None, Duration::from_secs(1)).unwrap();
-        assert_eq!(
-            b.uri_for("/a/b", &[], "x=1").unwrap().to_string(),
-            "http://127.0.0.1:9/base/a/b?x=1"
-        );
-        let t = HttpBackend::parse(
-            "http://h:1",
-            Some("/v2/{id}/files/{rest+}"),
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        let params = [
-            ("id".to_string(), "7".to_string()),
-            ("rest".to_string(), "a/b".to_string()),
-        ];
-        assert_eq!(
-            t.uri_for("/ignored", &params, "").unwrap().to_string(),
-            "http://h:1/v2/7/files/a/b"
-        );
+        let b = HttpBackend::parse("http://127.0.0.1:9/base/", None, Duration::from_secs(1)).unwrap();
+        assert_eq!(b.uri_for("/a/b", &[], "x=1").unwrap().to_string(), "http://127.0.0.1:9/base/a/b?x=1");
+        let t =
+            HttpBackend::parse("http://h:1", Some("/v2/{id}/files/{rest+}"), Duration::from_secs(1)).unwrap();
+        let params = [("id".to_string(), "7".to_string()), ("rest".to_string(), "a/b".to_string())];
+        assert_eq!(t.uri_for("/ignored", &params, "").unwrap().to_string(), "http://h:1/v2/7/files/a/b");
     }
 
     #[test]

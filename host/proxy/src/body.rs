@@ -38,20 +38,12 @@ impl Drop for ObservedBody {
 impl GatewayBody {
     pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();
-        if b.is_empty() {
-            GatewayBody::Empty
-        } else {
-            GatewayBody::Full(Some(b))
-        }
+        if b.is_empty() { GatewayBody::Empty } else { GatewayBody::Full(Some(b)) }
     }
 
     /// Wrap `self` so `on_end(bytes_sent)` runs when the body ends or is dropped.
     pub fn observed(self, on_end: impl FnOnce(u64) + Send + 'static) -> Self {
-        GatewayBody::Observed(Box::new(ObservedBody {
-            inner: self,
-            sent: 0,
-            on_end: Some(Box::new(on_end)),
-        }))
+        GatewayBody::Observed(Box::new(ObservedBody { inner: self, sent: 0, on_end: Some(Box::new(on_end)) }))
     }
 }
 

@@ -57,10 +57,7 @@ impl GatewayError {
         });
         let mut resp = Response::new(GatewayBody::full(body.to_string()));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 }

@@ -69,8 +69,8 @@ impl PolicyChain {
             }
             chain.has_response_phase |= info.phases.response;
             chain.has_log_phase |= info.phases.log;
-            chain.keeps_request_headers |= (info.phases.response || info.phases.log)
-                && info.request_headers != HeaderSelection::None;
+            chain.keeps_request_headers |=
+                (info.phases.response || info.phases.log) && info.request_headers != HeaderSelection::None;
         }
         // A log phase reads the response body from the response phase's buffer.
         chain.has_response_phase |= chain.has_log_phase && chain.response_body != BodyNeed::None;
@@ -93,9 +93,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Snapshot {
-            router: Router::new(),
-        }
+        Snapshot { router: Router::new() }
     }
 }
 
@@ -114,10 +112,7 @@ impl ProxyState {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(connector);
-        ProxyState {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            client,
-        }
+        ProxyState { snapshot: ArcSwap::from_pointee(snapshot), client }
     }
 
     /// Make `snapshot` the one new requests see. Requests in flight keep theirs.

@@ -70,11 +70,7 @@ fn host_of(req: &Request<Incoming>) -> String {
         .uri()
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
     let without_port = match raw.rsplit_once(':') {
         // Keep IPv6 literals like [::1] whole.
@@ -102,20 +98,16 @@ fn binding_failed(
     let error = match e {
         PolicyError::Deadline => GatewayError::PluginDeadline { plugin },
         PolicyError::Memory => GatewayError::PluginMemory { plugin },
-        PolicyError::InvalidAction(detail) => GatewayError::PluginInvalidAction {
-            plugin,
-            detail: detail.clone(),
-        },
+        PolicyError::InvalidAction(detail) => {
+            GatewayError::PluginInvalidAction { plugin, detail: detail.clone() }
+        }
         PolicyError::Trap(_) | PolicyError::Unavailable(_) => GatewayError::PluginFailed { plugin },
     };
     Some(error.to_response(request_id))
 }
 
 /// Read up to `limit` bytes of a body. Returns what was read and the unread rest, if any.
-async fn read_prefix(
-    mut body: Incoming,
-    limit: usize,
-) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
+async fn read_prefix(mut body: Incoming, limit: usize) -> Result<(Bytes, Option<Incoming>), hyper::Error> {
     let mut buf = BytesMut::new();
     while buf.len() < limit {
         match body.frame().await {
@@ -127,21 +119,14 @@ async fn read_prefix(
             None => return Ok((buf.freeze(), None)),
         }
     }
-    let rest = if body.is_end_stream() {
-        None
-    } else {
-        Some(body)
-    };
+    let rest = if body.is_end_stream() { None } else { Some(body) };
     Ok((buf.freeze(), rest))
 }
 
 fn rejoin(head: Bytes, rest: Option<Incoming>) -> GatewayBody {
     match rest {
         None => GatewayBody::full(head),
-        Some(rest) => GatewayBody::Prefixed {
-            head: Some(head),
-            rest,
-        },
+        Some(rest) => GatewayBody::Prefixed { head: Some(head), rest },
     }
 }
 
@@ -187,10 +172,7 @@ pub async fn handle(
         match read_prefix(body, n as usize + usize::from(full)).await {
             Ok((head, rest)) => {
                 if full && head.len() > n as usize {
-                    return finish(
-                        GatewayError::BodyTooLarge.to_response(&ex.request_id),
-                        &ex.request_id,
-                    );
+                    return finish(GatewayError::BodyTooLarge.to_response(&ex.request_id), &ex.request_id);
                 }
                 request_body_truncated = rest.is_some() || head.len() > n as usize;
                 ex.body = Some(head.slice(..head.len().min(n as usize)));
@@ -208,11 +190,7 @@ pub async fn handle(
     // Request phase.
     let mut early: Option<Response<GatewayBody>> = None;
     let mut backend_override: Option<BackendTarget> = None;
-    for b in chain
-        .bindings
-        .iter()
-        .filter(|b| b.policy.info().phases.request)
-    {
+    for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
         match b.policy.on_request(&ex.view(&api.route)) {
             Ok(RequestAction::Continue(changes)) => {
                 for op in changes.headers {
@@ -251,10 +229,7 @@ pub async fn handle(
     }
     if early.is_none() && !method_matched {
         // An OPTIONS request routed only for its preflight, and nothing answered it.
-        return finish(
-            GatewayError::RouteNotFound.to_response(&ex.request_id),
-            &ex.request_id,
-        );
+        return finish(GatewayError::RouteNotFound.to_response(&ex.request_id), &ex.request_id);
     }
 
     // Backend.
@@ -292,11 +267,7 @@ pub async fn handle(
             };
             response = Response::from_parts(parts, body);
         }
-        for b in chain
-            .bindings
-            .iter()
-            .filter(|b| b.policy.info().phases.response)
-        {
+        for b in chain.bindings.iter().filter(|b| b.policy.info().phases.response) {
             let view = ResponseView {
                 status: response.status(),
                 headers: response.headers(),
@@ -330,10 +301,7 @@ pub async fn handle(
     let mut response = finish(response, &ex.request_id);
     if chain.has_log_phase {
         let request_size = ex.body.as_ref().map(|b| b.len() as u64).unwrap_or_else(|| {
-            ex.headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(0)
+            ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0)
         });
         let record = LogRecord {
             api: api.clone(),
@@ -380,13 +348,7 @@ struct LogRecord {
 impl LogRecord {
     fn run(self, response_size: u64) {
         let total_latency = self.start.elapsed();
-        for b in self
-            .api
-            .chain
-            .bindings
-            .iter()
-            .filter(|b| b.policy.info().phases.log)
-        {
+        for b in self.api.chain.bindings.iter().filter(|b| b.policy.info().phases.log) {
             let entry = LogView {
                 request: self.ex.view(&self.api.route),
                 response: ResponseView {
@@ -451,17 +413,13 @@ async fn call_backend(
     let uri = match http.uri_for(&ex.path, &ex.params, &ex.query) {
         Ok(u) => u,
         Err(_) => {
-            let err =
-                GatewayError::BadRequest("the backend path cannot be built from this request");
+            let err = GatewayError::BadRequest("the backend path cannot be built from this request");
             return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
         }
     };
     // Later phases read the request headers; clone them only when someone will.
-    let mut headers = if api.chain.keeps_request_headers {
-        ex.headers.clone()
-    } else {
-        std::mem::take(&mut ex.headers)
-    };
+    let mut headers =
+        if api.chain.keeps_request_headers { ex.headers.clone() } else { std::mem::take(&mut ex.headers) };
     backend::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST); // the client sets the backend's own Host from the URI
     let client_ip = ex.client_ip.to_string();
@@ -478,14 +436,8 @@ async fn call_backend(
         Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
         Ok(Err(e)) => {
             warn!(api = %api.route.api_id, error = %e, "backend request failed");
-            (
-                GatewayError::BackendUnavailable.to_response(&ex.request_id),
-                BackendOutcome::Failed,
-            )
+            (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)
         }
-        Err(_) => (
-            GatewayError::BackendTimeout.to_response(&ex.request_id),
-            BackendOutcome::TimedOut,
-        ),
+        Err(_) => (GatewayError::BackendTimeout.to_response(&ex.request_id), BackendOutcome::TimedOut),
     }
 }

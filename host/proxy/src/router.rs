@@ -52,22 +52,13 @@ struct Node<T> {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Node {
-            literal: HashMap::new(),
-            param: None,
-            catch_all: None,
-            exact: Vec::new(),
-            prefix: Vec::new(),
-        }
+        Node { literal: HashMap::new(), param: None, catch_all: None, exact: Vec::new(), prefix: Vec::new() }
     }
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router {
-            hosts: HashMap::new(),
-            any_host: Node::default(),
-        }
+        Router { hosts: HashMap::new(), any_host: Node::default() }
     }
 }
 
@@ -90,11 +81,7 @@ fn parse_template(template: &str) -> Result<Vec<Segment<'_>>, RouteError> {
                 Some(n) => (n, true),
                 None => (inner, false),
             };
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
                 return Err(RouteError::BadSegment(template.into()));
             }
             if rest {
@@ -123,8 +110,7 @@ fn methods_overlap(a: &MethodSet, b: &MethodSet) -> Option<String> {
 }
 
 fn method_ok(set: &MethodSet, m: &Method) -> bool {
-    set.as_ref()
-        .is_none_or(|s| s.contains(m) || (*m == Method::HEAD && s.contains(&Method::GET)))
+    set.as_ref().is_none_or(|s| s.contains(m) || (*m == Method::HEAD && s.contains(&Method::GET)))
 }
 
 fn push_entry<T>(
@@ -133,10 +119,7 @@ fn push_entry<T>(
     methods: MethodSet,
     value: T,
 ) -> Result<(), RouteError> {
-    if let Some(m) = list
-        .iter()
-        .find_map(|e| methods_overlap(&e.methods, &methods))
-    {
+    if let Some(m) = list.iter().find_map(|e| methods_overlap(&e.methods, &methods)) {
         return Err(RouteError::Duplicate(template.into(), m));
     }
     list.push(Entry { methods, value });
@@ -162,50 +145,35 @@ impl<T> Router<T> {
     {
         let specific: Vec<&String> = hosts.iter().filter(|h| *h != "*").collect();
         if specific.is_empty() || specific.len() != hosts.len() {
-            self.any_host
-                .insert(template, methods.clone(), prefix, value.clone())?;
+            self.any_host.insert(template, methods.clone(), prefix, value.clone())?;
         }
         for h in specific {
-            self.hosts
-                .entry(h.to_ascii_lowercase().into_boxed_str())
-                .or_default()
-                .insert(template, methods.clone(), prefix, value.clone())?;
+            self.hosts.entry(h.to_ascii_lowercase().into_boxed_str()).or_default().insert(
+                template,
+                methods.clone(),
+                prefix,
+                value.clone(),
+            )?;
         }
         Ok(())
     }
 
     /// Find the route for a request. `host` is lower-case and without port.
-    pub fn find<'a>(
-        &'a self,
-        host: &str,
-        method: &Method,
-        path: &str,
-    ) -> Option<RouteMatch<'a, T>> {
+    pub fn find<'a>(&'a self, host: &str, method: &Method, path: &str) -> Option<RouteMatch<'a, T>> {
         let tree = self.hosts.get(host).unwrap_or(&self.any_host);
         let segs: Vec<&str> = segments(path).collect();
         let mut params = Vec::new();
         if let Some(value) = tree.find(&segs, 0, method, &mut params) {
-            return Some(RouteMatch {
-                value,
-                params,
-                method_matched: true,
-            });
+            return Some(RouteMatch { value, params, method_matched: true });
         }
         if *method == Method::OPTIONS {
             params.clear();
             // Any method: find the route the preflight is about.
-            if let Some(value) = tree
-                .find(&segs, 0, &Method::OPTIONS, &mut params)
-                .or_else(|| {
-                    params.clear();
-                    tree.find_any_method(&segs, 0, &mut params)
-                })
-            {
-                return Some(RouteMatch {
-                    value,
-                    params,
-                    method_matched: false,
-                });
+            if let Some(value) = tree.find(&segs, 0, &Method::OPTIONS, &mut params).or_else(|| {
+                params.clear();
+                tree.find_any_method(&segs, 0, &mut params)
+            }) {
+                return Some(RouteMatch { value, params, method_matched: false });
             }
         }
         None
@@ -225,37 +193,23 @@ impl<T> Node<T> {
             node = match seg {
                 Segment::Literal(s) => node.literal.entry(s.into()).or_default(),
                 Segment::Param(name) => {
-                    let (existing, child) = node
-                        .param
-                        .get_or_insert_with(|| (name.into(), Box::default()));
+                    let (existing, child) = node.param.get_or_insert_with(|| (name.into(), Box::default()));
                     if &**existing != name {
-                        return Err(RouteError::ParamNameClash(
-                            template.into(),
-                            existing.to_string(),
-                        ));
+                        return Err(RouteError::ParamNameClash(template.into(), existing.to_string()));
                     }
                     child
                 }
                 Segment::CatchAll(name) => {
-                    let (existing, list) = node
-                        .catch_all
-                        .get_or_insert_with(|| (name.into(), Vec::new()));
+                    let (existing, list) = node.catch_all.get_or_insert_with(|| (name.into(), Vec::new()));
                     if &**existing != name {
-                        return Err(RouteError::ParamNameClash(
-                            template.into(),
-                            existing.to_string(),
-                        ));
+                        return Err(RouteError::ParamNameClash(template.into(), existing.to_string()));
                     }
                     // A catch-all already covers every deeper path; prefix adds nothing.
                     return push_entry(list, template, methods, value);
                 }
             };
         }
-        let list = if prefix {
-            &mut node.prefix
-        } else {
-            &mut node.exact
-        };
+        let list = if prefix { &mut node.prefix } else { &mut node.exact };
         push_entry(list, template, methods, value)
     }
 
@@ -267,9 +221,7 @@ impl<T> Node<T> {
         params: &mut Vec<(String, String)>,
     ) -> Option<&'a T> {
         self.walk(segs, i, params, &|list: &'a [Entry<T>]| {
-            list.iter()
-                .find(|e| method_ok(&e.methods, method))
-                .map(|e| &e.value)
+            list.iter().find(|e| method_ok(&e.methods, method)).map(|e| &e.value)
         })
     }
 
@@ -279,9 +231,7 @@ impl<T> Node<T> {
         i: usize,
         params: &mut Vec<(String, String)>,
     ) -> Option<&'a T> {
-        self.walk(segs, i, params, &|list: &'a [Entry<T>]| {
-            list.first().map(|e| &e.value)
-        })
+        self.walk(segs, i, params, &|list: &'a [Entry<T>]| list.first().map(|e| &e.value))
     }
 
     fn walk<'a>(
@@ -327,24 +277,14 @@ mod tests {
     fn router(routes: &[(&str, &str, bool, &'static str)]) -> Router<&'static str> {
         let mut r = Router::new();
         for (m, path, prefix, v) in routes {
-            let methods = if *m == "ANY" {
-                None
-            } else {
-                Some(vec![m.parse().unwrap()])
-            };
+            let methods = if *m == "ANY" { None } else { Some(vec![m.parse().unwrap()]) };
             r.insert(&[], methods, path, *prefix, *v).unwrap();
         }
         r
     }
 
-    fn hit(
-        r: &Router<&'static str>,
-        m: &str,
-        path: &str,
-    ) -> Option<(&'static str, Vec<(String, String)>)> {
-        r.find("h", &m.parse().unwrap(), path)
-            .filter(|m| m.method_matched)
-            .map(|m| (*m.value, m.params))
+    fn hit(r: &Router<&'static str>, m: &str, path: &str) -> Option<(&'static str, Vec<(String, String)>)> {
+        r.find("h", &m.parse().unwrap(), path).filter(|m| m.method_matched).map(|m| (*m.value, m.params))
     }
 
     #[test]
@@ -356,10 +296,7 @@ mod tests {
             ("GET", "/files/{path+}", false, "file"),
         ]);
         assert_eq!(hit(&r, "GET", "/users/me").unwrap().0, "me");
-        assert_eq!(
-            hit(&r, "GET", "/users/42"),
-            Some(("user", vec![("id".into(), "42".into())]))
-        );
+        assert_eq!(hit(&r, "GET", "/users/42"), Some(("user", vec![("id".into(), "42".into())])));
         assert_eq!(hit(&r, "GET", "/users/42/posts").unwrap().0, "users-prefix");
         assert_eq!(
             hit(&r, "GET", "/files/a/b/c.txt"),
@@ -371,10 +308,7 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_and_method_is_checked() {
-        let r = router(&[
-            ("ANY", "/api", true, "api"),
-            ("POST", "/api/v2", true, "v2"),
-        ]);
+        let r = router(&[("ANY", "/api", true, "api"), ("POST", "/api/v2", true, "v2")]);
         assert_eq!(hit(&r, "POST", "/api/v2/x").unwrap().0, "v2");
         assert_eq!(hit(&r, "GET", "/api/v2/x").unwrap().0, "api");
         assert_eq!(hit(&r, "DELETE", "/api").unwrap().0, "api");
@@ -391,38 +325,23 @@ mod tests {
     #[test]
     fn hosts_are_separate_and_star_is_the_fallback() {
         let mut r = Router::new();
-        r.insert(&["a.example".into()], None, "/x", false, "a")
-            .unwrap();
+        r.insert(&["a.example".into()], None, "/x", false, "a").unwrap();
         r.insert(&["*".into()], None, "/x", false, "any").unwrap();
         assert_eq!(*r.find("a.example", &Method::GET, "/x").unwrap().value, "a");
-        assert_eq!(
-            *r.find("b.example", &Method::GET, "/x").unwrap().value,
-            "any"
-        );
+        assert_eq!(*r.find("b.example", &Method::GET, "/x").unwrap().value, "any");
     }
 
     #[test]
     fn bad_templates_and_duplicates_are_refused() {
         let mut r: Router<u8> = Router::new();
-        assert!(matches!(
-            r.insert(&[], None, "/a/{x+}/b", false, 1),
-            Err(RouteError::CatchAllNotLast(_))
-        ));
-        assert!(matches!(
-            r.insert(&[], None, "/a/x{y}", false, 1),
-            Err(RouteError::BadSegment(_))
-        ));
-        r.insert(&[], Some(vec![Method::GET]), "/a/{id}", false, 1)
-            .unwrap();
-        assert!(matches!(
-            r.insert(&[], None, "/a/{name}", false, 2),
-            Err(RouteError::ParamNameClash(..))
-        ));
+        assert!(matches!(r.insert(&[], None, "/a/{x+}/b", false, 1), Err(RouteError::CatchAllNotLast(_))));
+        assert!(matches!(r.insert(&[], None, "/a/x{y}", false, 1), Err(RouteError::BadSegment(_))));
+        r.insert(&[], Some(vec![Method::GET]), "/a/{id}", false, 1).unwrap();
+        assert!(matches!(r.insert(&[], None, "/a/{name}", false, 2), Err(RouteError::ParamNameClash(..))));
         assert!(matches!(
             r.insert(&[], Some(vec![Method::GET]), "/a/{id}", false, 3),
             Err(RouteError::Duplicate(..))
         ));
-        r.insert(&[], Some(vec![Method::POST]), "/a/{id}", false, 4)
-            .unwrap();
+        r.insert(&[], Some(vec![Method::POST]), "/a/{id}", false, 4).unwrap();
     }
 }

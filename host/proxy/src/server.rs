@@ -54,10 +54,7 @@ pub async fn serve(
     }
     drop(listener);
     info!("draining in-flight requests");
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         warn!("drain timeout reached; closing remaining connections");
     }
 }

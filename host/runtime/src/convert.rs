@@ -10,18 +10,14 @@ use wasmgate_proxy::policy::*;
 
 fn headers(map: &HeaderMap, sel: &HeaderSelection) -> Vec<(String, String)> {
     let pair = |n: &HeaderName, v: &HeaderValue| {
-        (
-            n.as_str().to_string(),
-            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        )
+        (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
     match sel {
         HeaderSelection::None => Vec::new(),
         HeaderSelection::All => map.iter().map(|(n, v)| pair(n, v)).collect(),
-        HeaderSelection::Only(names) => names
-            .iter()
-            .flat_map(|n| map.get_all(n).iter().map(move |v| pair(n, v)))
-            .collect(),
+        HeaderSelection::Only(names) => {
+            names.iter().flat_map(|n| map.get_all(n).iter().map(move |v| pair(n, v))).collect()
+        }
     }
 }
 
@@ -34,31 +30,47 @@ fn body(bytes: Option<&[u8]>, need: BodyNeed) -> Option<Vec<u8>> {
 }
 
 fn identity(i: &Identity) -> wit::Identity {
-    wit::Identity {
-        app_id: i.app_id.clone(),
-        user: i.user.clone(),
-    }
+    wit::Identity { app_id: i.app_id.clone(), user: i.user.clone() }
 }
 
-pub fn request(v: &RequestView<'_>, sel: &HeaderSelection, need: BodyNeed) -> wit::Request {
+/// What one binding selected of the request: fields, headers and body.
+pub struct RequestSelection {
+    pub fields: wit::RequestFields,
+    pub headers: HeaderSelection,
+    pub body: BodyNeed,
+}
+
+pub fn request(v: &RequestView<'_>, sel: &RequestSelection) -> wit::Request {
+    use wit::RequestFields as F;
+    let has = |f: F| sel.fields.contains(f);
+    let method = match *v.method {
+        http::Method::GET => wit::Method::Get,
+        http::Method::HEAD => wit::Method::Head,
+        http::Method::POST => wit::Method::Post,
+        http::Method::PUT => wit::Method::Put,
+        http::Method::DELETE => wit::Method::Delete,
+        http::Method::OPTIONS => wit::Method::Options,
+        http::Method::PATCH => wit::Method::Patch,
+        ref other => wit::Method::Other(other.as_str().to_string()),
+    };
     wit::Request {
-        request_id: v.request_id.to_string(),
-        route: wit::RouteInfo {
+        method,
+        scheme: if v.scheme == "https" { wit::Scheme::Https } else { wit::Scheme::Http },
+        headers: headers(v.headers, &sel.headers),
+        request_id: has(F::REQUEST_ID).then(|| v.request_id.to_string()),
+        route: has(F::ROUTE).then(|| wit::RouteInfo {
             api_id: v.route.api_id.clone(),
             group_id: v.route.group_id.clone(),
             environment: v.route.environment.clone(),
-        },
-        method: v.method.as_str().to_string(),
-        scheme: v.scheme.to_string(),
-        host: v.host.to_string(),
-        path: v.path.to_string(),
-        query: v.query.to_string(),
-        path_params: v.path_params.to_vec(),
-        headers: headers(v.headers, sel),
-        client_ip: v.client_ip.to_string(),
-        identity: identity(v.identity),
-        context: v.context.to_vec(),
-        body: body(v.body, need),
+        }),
+        host: has(F::HOST).then(|| v.host.to_string()),
+        path: has(F::PATH).then(|| v.path.to_string()),
+        query: has(F::QUERY).then(|| v.query.to_string()),
+        path_params: has(F::PATH_PARAMS).then(|| v.path_params.to_vec()),
+        client_ip: has(F::CLIENT_IP).then(|| v.client_ip.to_string()),
+        identity: has(F::IDENTITY).then(|| identity(v.identity)),
+        context: has(F::CONTEXT).then(|| v.context.to_vec()),
+        body: body(v.body, sel.body),
     }
 }
 
@@ -77,14 +89,11 @@ pub fn response(v: &ResponseView<'_>, sel: &HeaderSelection, need: BodyNeed) -> 
     }
 }
 
-pub fn log_entry(v: &LogView<'_>, info: &BindingInfo) -> wit::LogEntry {
+pub fn log_entry(v: &LogView<'_>, req: &RequestSelection, info: &BindingInfo) -> wit::LogEntry {
     wit::LogEntry {
-        request: request(&v.request, &info.request_headers, info.request_body),
+        request: request(&v.request, req),
         response: response(&v.response, &info.response_headers, info.response_body),
-        start_time_ms: v
-            .start_time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        start_time_ms: v.start_time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         total_latency_ms: v.total_latency.as_millis().min(u32::MAX as u128) as u32,
         request_size: v.request_size,
         response_size: v.response_size,
@@ -98,13 +107,12 @@ fn invalid(what: impl std::fmt::Display) -> PolicyError {
 }
 
 fn header_name(n: &str) -> Result<HeaderName, PolicyError> {
-    HeaderName::from_bytes(n.as_bytes())
-        .map_err(|_| invalid(format_args!("`{n}` is not a header name")))
+    HeaderName::from_bytes(n.as_bytes()).map_err(|_| invalid(format_args!("`{n}` is not a header name")))
 }
 
 fn header_pair((n, v): (String, String)) -> Result<(HeaderName, HeaderValue), PolicyError> {
-    let value = HeaderValue::from_str(&v)
-        .map_err(|_| invalid(format_args!("header `{n}` has an invalid value")))?;
+    let value =
+        HeaderValue::from_str(&v).map_err(|_| invalid(format_args!("header `{n}` has an invalid value")))?;
     Ok((header_name(&n)?, value))
 }
 
@@ -133,11 +141,7 @@ fn status(s: u16) -> Result<StatusCode, PolicyError> {
 fn reply(r: wit::Reply) -> Result<Reply, PolicyError> {
     Ok(Reply {
         status: status(r.status)?,
-        headers: r
-            .headers
-            .into_iter()
-            .map(header_pair)
-            .collect::<Result<_, _>>()?,
+        headers: r.headers.into_iter().map(header_pair).collect::<Result<_, _>>()?,
         body: Bytes::from(r.body),
     })
 }
@@ -154,16 +158,11 @@ pub fn request_action(a: wit::RequestAction) -> Result<RequestAction, PolicyErro
                 headers: header_ops(c.headers)?,
                 path: c.path,
                 query: c.query,
-                identity: c.identity.map(|i| Identity {
-                    app_id: i.app_id,
-                    user: i.user,
-                }),
+                identity: c.identity.map(|i| Identity { app_id: i.app_id, user: i.user }),
                 context: c.context,
                 backend: c.backend.map(|b| BackendTarget {
                     url: b.url,
-                    timeout: b
-                        .timeout_ms
-                        .map(|ms| std::time::Duration::from_millis(ms as u64)),
+                    timeout: b.timeout_ms.map(|ms| std::time::Duration::from_millis(ms as u64)),
                 }),
             })
         }
@@ -186,10 +185,7 @@ fn selection(s: wit::HeaderSelection) -> Result<HeaderSelection, PolicyError> {
         wit::HeaderSelection::None => HeaderSelection::None,
         wit::HeaderSelection::All => HeaderSelection::All,
         wit::HeaderSelection::Only(names) => HeaderSelection::Only(
-            names
-                .iter()
-                .map(|n| header_name(&n.to_ascii_lowercase()))
-                .collect::<Result<_, _>>()?,
+            names.iter().map(|n| header_name(&n.to_ascii_lowercase())).collect::<Result<_, _>>()?,
         ),
     })
 }
@@ -202,8 +198,14 @@ fn body_need(b: wit::BodyNeed) -> BodyNeed {
     }
 }
 
-pub fn binding_info(i: wit::BindingInfo) -> Result<BindingInfo, PolicyError> {
-    Ok(BindingInfo {
+/// The proxy's part of what a binding declared, and the request selection the runtime keeps.
+pub fn binding_info(i: wit::BindingInfo) -> Result<(BindingInfo, RequestSelection), PolicyError> {
+    let request = RequestSelection {
+        fields: i.request_fields,
+        headers: selection(i.request_headers.clone())?,
+        body: body_need(i.request_body),
+    };
+    let info = BindingInfo {
         phases: Phases {
             request: i.phases.contains(wit::Phases::REQUEST),
             response: i.phases.contains(wit::Phases::RESPONSE),
@@ -213,5 +215,6 @@ pub fn binding_info(i: wit::BindingInfo) -> Result<BindingInfo, PolicyError> {
         response_headers: selection(i.response_headers)?,
         request_body: body_need(i.request_body),
         response_body: body_need(i.response_body),
-    })
+    };
+    Ok((info, request))
 }

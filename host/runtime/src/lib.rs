@@ -41,10 +41,7 @@ pub const MAX_MEMORY_BYTES: usize = 256 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot read plugin {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid plugin component: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("cannot start the plugin runtime: {0}")]
@@ -69,10 +66,7 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -153,17 +147,9 @@ impl PluginRuntime {
     /// Load a plugin component from disk: from memory if this content was seen before, from
     /// the precompiled cache if this wasmtime compiled it before, else compile it.
     pub fn load(&self, path: &Path) -> Result<Component, RuntimeError> {
-        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: path.into(), source })?;
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        if let Some(c) = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&digest)
-        {
+        if let Some(c) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return Ok(c.clone());
         }
         let cached = self.cache_dir.as_ref().map(|dir| {
@@ -184,10 +170,7 @@ impl PluginRuntime {
             },
             None => self.compile(path, &bytes, cached.as_deref())?,
         };
-        self.compiled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(digest, component.clone());
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
         Ok(component)
     }
 
@@ -197,19 +180,14 @@ impl PluginRuntime {
         bytes: &[u8],
         cache_file: Option<&Path>,
     ) -> Result<Component, RuntimeError> {
-        let component = Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Invalid {
-            path: path.into(),
-            reason: format!("{e:#}"),
-        })?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| RuntimeError::Invalid { path: path.into(), reason: format!("{e:#}") })?;
         if let Some(file) = cache_file
             && let Ok(serialized) = component.serialize()
         {
             // Write then rename, so a concurrent start never reads half a file.
             let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, serialized)
-                .and_then(|_| std::fs::rename(&tmp, file))
-                .is_err()
-            {
+            if std::fs::write(&tmp, serialized).and_then(|_| std::fs::rename(&tmp, file)).is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
         }
@@ -223,22 +201,14 @@ impl PluginRuntime {
         component: &Component,
         memory_cap: usize,
     ) -> Result<PoolBuilder, RuntimeError> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| RuntimeError::Invalid {
-                path: PathBuf::from(plugin),
-                reason: format!("imports something the gateway does not provide: {e:#}"),
-            })?;
+        let pre = self.linker.instantiate_pre(component).map_err(|e| RuntimeError::Invalid {
+            path: PathBuf::from(plugin),
+            reason: format!("imports something the gateway does not provide: {e:#}"),
+        })?;
         let pre = bindings::PluginPre::new(pre).map_err(|e| RuntimeError::Invalid {
             path: PathBuf::from(plugin),
             reason: format!("does not export wasmgate:plugin/policy@0.1.0: {e:#}"),
         })?;
-        Ok(PoolBuilder::new(
-            self.clone(),
-            plugin,
-            pre,
-            memory_cap.min(MAX_MEMORY_BYTES),
-        ))
+        Ok(PoolBuilder::new(self.clone(), plugin, pre, memory_cap.min(MAX_MEMORY_BYTES)))
     }
 }

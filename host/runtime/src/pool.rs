@@ -7,8 +7,7 @@ use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmgate_proxy::policy::{
-    BindingInfo, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction,
-    ResponseView,
+    BindingInfo, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction, ResponseView,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -94,35 +93,15 @@ impl PoolBuilder {
         pre: PluginPre<HostState>,
         memory_cap: usize,
     ) -> Self {
-        PoolBuilder {
-            runtime,
-            plugin: plugin.into(),
-            pre,
-            memory_cap,
-            slots: Vec::new(),
-            scopes: Vec::new(),
-        }
+        PoolBuilder { runtime, plugin: plugin.into(), pre, memory_cap, slots: Vec::new(), scopes: Vec::new() }
     }
 
     /// Add a binding; returns its number in this pool.
-    pub fn add(
-        &mut self,
-        namespace: String,
-        api_id: String,
-        config_json: String,
-        cpu: Duration,
-    ) -> u32 {
+    pub fn add(&mut self, namespace: String, api_id: String, config_json: String, cpu: Duration) -> u32 {
         let ticks = cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // +1: the deadline counts from the next tick, which may be almost due.
-        self.slots.push(Slot {
-            config: config_json,
-            cpu_ticks: ticks + 1,
-        });
-        self.scopes.push(BindingScope {
-            namespace,
-            api_id,
-            plugin: self.plugin.clone(),
-        });
+        self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1 });
+        self.scopes.push(BindingScope { namespace, api_id, plugin: self.plugin.clone() });
         (self.slots.len() - 1) as u32
     }
 
@@ -153,15 +132,8 @@ impl PoolBuilder {
                 healthy = true;
             }
             out.push(match pool.configure(&mut inst, binding) {
-                Ok(Ok(info)) => Ok(WasmPolicy {
-                    pool: pool.clone(),
-                    binding,
-                    info,
-                }),
-                Ok(Err(e)) => Err(BindingError::Config {
-                    field: e.field,
-                    message: e.message,
-                }),
+                Ok(Ok((info, request))) => Ok(WasmPolicy { pool: pool.clone(), binding, info, request }),
+                Ok(Err(e)) => Err(BindingError::Config { field: e.field, message: e.message }),
                 Err(e) => {
                     healthy = false;
                     Err(BindingError::Failed(e))
@@ -213,18 +185,12 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> PolicyError {
 
 impl PluginPool {
     fn instantiate(&self) -> Result<Instance, PolicyError> {
-        let wasi = WasiCtxBuilder::new()
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+        let wasi =
+            WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: Limits {
-                memory_cap: self.memory_cap,
-                memory_exceeded: false,
-            },
+            limits: Limits { memory_cap: self.memory_cap, memory_exceeded: false },
             current: 0,
             scopes: self.scopes.clone(),
             caps: self.runtime.caps.clone(),
@@ -233,20 +199,13 @@ impl PluginPool {
         store.limiter(|s| &mut s.limits);
         // Instantiation runs the guest's start code: give it the first binding's deadline.
         store.set_epoch_deadline(self.slots.first().map_or(20, |s| s.cpu_ticks));
-        let plugin = guarded(|| {
-            self.pre
-                .instantiate(&mut store)
-                .map_err(|e| classify(e, &store))
-        })
-        .map_err(|e| match e {
-            PolicyError::Trap(m) => PolicyError::Unavailable(m),
-            other => other,
-        })?;
-        Ok(Instance {
-            store,
-            plugin,
-            configured: vec![false; self.slots.len()],
-        })
+        let plugin = guarded(|| self.pre.instantiate(&mut store).map_err(|e| classify(e, &store))).map_err(
+            |e| match e {
+                PolicyError::Trap(m) => PolicyError::Unavailable(m),
+                other => other,
+            },
+        )?;
+        Ok(Instance { store, plugin, configured: vec![false; self.slots.len()] })
     }
 
     fn configure(
@@ -254,7 +213,10 @@ impl PluginPool {
         inst: &mut Instance,
         binding: u32,
     ) -> Result<
-        Result<BindingInfo, crate::bindings::wasmgate::plugin::types::ConfigError>,
+        Result<
+            (BindingInfo, convert::RequestSelection),
+            crate::bindings::wasmgate::plugin::types::ConfigError,
+        >,
         PolicyError,
     > {
         let slot = &self.slots[binding as usize];
@@ -299,8 +261,7 @@ impl PluginPool {
                 }
             }
         }
-        inst.store
-            .set_epoch_deadline(self.slots[binding as usize].cpu_ticks);
+        inst.store.set_epoch_deadline(self.slots[binding as usize].cpu_ticks);
         inst.store.data_mut().current = binding;
         let Instance { plugin, store, .. } = &mut inst;
         let r = guarded(|| f(plugin, store).map_err(|e| classify(e, store)))?;
@@ -314,6 +275,7 @@ pub struct WasmPolicy {
     pool: Arc<PluginPool>,
     binding: u32,
     info: BindingInfo,
+    request: convert::RequestSelection,
 }
 
 impl WasmPolicy {
@@ -334,10 +296,9 @@ impl Policy for WasmPolicy {
     }
 
     fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
-        let req = convert::request(request, &self.info.request_headers, self.info.request_body);
+        let req = convert::request(request, &self.request);
         let action = self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy()
-                .call_on_request(store, self.binding, &req)
+            p.wasmgate_plugin_policy().call_on_request(store, self.binding, &req)
         })?;
         convert::request_action(action)
     }
@@ -347,24 +308,18 @@ impl Policy for WasmPolicy {
         request: &RequestView<'_>,
         response: &ResponseView<'_>,
     ) -> Result<ResponseAction, PolicyError> {
-        let req = convert::request(request, &self.info.request_headers, self.info.request_body);
-        let resp = convert::response(
-            response,
-            &self.info.response_headers,
-            self.info.response_body,
-        );
+        let req = convert::request(request, &self.request);
+        let resp = convert::response(response, &self.info.response_headers, self.info.response_body);
         let action = self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy()
-                .call_on_response(store, self.binding, &req, &resp)
+            p.wasmgate_plugin_policy().call_on_response(store, self.binding, &req, &resp)
         })?;
         convert::response_action(action)
     }
 
     fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
-        let entry = convert::log_entry(entry, &self.info);
+        let entry = convert::log_entry(entry, &self.request, &self.info);
         self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy()
-                .call_on_log(store, self.binding, &entry)
+            p.wasmgate_plugin_policy().call_on_log(store, self.binding, &entry)
         })
     }
 }

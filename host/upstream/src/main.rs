@@ -33,20 +33,15 @@ async fn main() -> anyhow::Result<()> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--body-bytes" => {
-                let n: usize = args
-                    .next()
-                    .ok_or_else(|| anyhow::anyhow!("--body-bytes needs a number"))?
-                    .parse()?;
+                let n: usize =
+                    args.next().ok_or_else(|| anyhow::anyhow!("--body-bytes needs a number"))?.parse()?;
                 fixed = Some(Bytes::from(vec![b'x'; n]));
             }
             _ => addr = a,
         }
     }
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!(
-        "wasmgate-upstream listening on http://{}",
-        listener.local_addr()?
-    );
+    println!("wasmgate-upstream listening on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
@@ -54,11 +49,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let body = fixed.clone().unwrap_or_else(|| echo(&req));
-                let ct = if fixed.is_some() {
-                    "text/plain"
-                } else {
-                    "application/json"
-                };
+                let ct = if fixed.is_some() { "text/plain" } else { "application/json" };
                 async move {
                     Ok::<_, Infallible>(
                         Response::builder()
@@ -68,9 +59,8 @@ async fn main() -> anyhow::Result<()> {
                     )
                 }
             });
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let _ =
+                auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
         });
     }
 }

@@ -58,9 +58,7 @@ impl PluginArgs {
             return d.clone();
         }
         // Installed: next to the binary. From a checkout: where scripts/build-plugins puts them.
-        if let Some(beside) = std::env::current_exe()
-            .ok()
-            .and_then(|e| Some(e.parent()?.join("plugins")))
+        if let Some(beside) = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("plugins")))
             && beside.is_dir()
         {
             return beside;
@@ -99,9 +97,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Run { config, plugins } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(run(config, plugins.dir()))
         }
     }
@@ -126,9 +122,8 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     let drain = Duration::from_millis(cfg.gateway.drain_timeout_ms);
     let mut servers = Vec::new();
     for l in &cfg.listeners {
-        let listener = TcpListener::bind(l.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", l.address))?;
+        let listener =
+            TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to learn the port when the config says :0.
         println!("wasmgate listening on http://{addr}");
@@ -185,11 +180,7 @@ impl Reloader {
     /// Build a complete new snapshot off the request path and swap it in; on any error keep
     /// serving the current one.
     async fn reload(&self) {
-        let (path, runtime, dir) = (
-            self.config_path.clone(),
-            self.runtime.clone(),
-            self.plugin_dir.clone(),
-        );
+        let (path, runtime, dir) = (self.config_path.clone(), self.runtime.clone(), self.plugin_dir.clone());
         let built = tokio::task::spawn_blocking(move || {
             let cfg = GatewayConfig::load(&path)?;
             let snapshot = snapshot::build(&cfg, &path, &runtime, &dir)?;
@@ -199,12 +190,7 @@ impl Reloader {
         match built {
             Ok(Ok((cfg, snapshot))) => {
                 self.state.swap(snapshot);
-                if cfg
-                    .listeners
-                    .iter()
-                    .map(|l| l.address)
-                    .ne(self.listeners.iter().copied())
-                {
+                if cfg.listeners.iter().map(|l| l.address).ne(self.listeners.iter().copied()) {
                     warn!("listener changes take effect on restart only");
                 }
                 info!("config reloaded");
@@ -218,11 +204,7 @@ impl Reloader {
 /// Watch the config's folder (editors often replace the file rather than write into it).
 fn watch_file(path: &Path, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     let file_name = path.file_name()?.to_owned();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
             && (ev.kind.is_modify() || ev.kind.is_create())

@@ -24,11 +24,7 @@ pub fn build(
     runtime: &Arc<PluginRuntime>,
     plugin_dir: &Path,
 ) -> Result<Snapshot, ConfigError> {
-    let err = |location: String, message: String| ConfigError {
-        file: file.into(),
-        location,
-        message,
-    };
+    let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
 
     // Pass 1: every binding joins the pool of its (plugin, memory cap).
     let mut pools: HashMap<(String, u32), PoolBuilder> = HashMap::new();
@@ -37,10 +33,8 @@ pub fn build(
     for group in &cfg.groups {
         for api in &group.apis {
             for (i, b) in api.policies.iter().enumerate() {
-                let location = format!(
-                    "group `{}` > api `{}` > policies[{i}] ({})",
-                    group.id, api.id, b.plugin
-                );
+                let location =
+                    format!("group `{}` > api `{}` > policies[{i}] ({})", group.id, api.id, b.plugin);
                 let key = (b.plugin.clone(), b.limits.memory_mib);
                 if !pools.contains_key(&key) {
                     let path = if BUILTIN_PLUGINS.contains(&b.plugin.as_str()) {
@@ -48,9 +42,7 @@ pub fn build(
                     } else {
                         cfg.plugins[&b.plugin].path.clone()
                     };
-                    let component = runtime
-                        .load(&path)
-                        .map_err(|e| err(location.clone(), e.to_string()))?;
+                    let component = runtime.load(&path).map_err(|e| err(location.clone(), e.to_string()))?;
                     let builder = runtime
                         .pool_builder(&b.plugin, &component, (b.limits.memory_mib as usize) << 20)
                         .map_err(|e| err(location.clone(), e.to_string()))?;
@@ -70,13 +62,10 @@ pub fn build(
     }
 
     // Pass 2: plugins check their configs.
-    let mut policies: HashMap<(String, u32), Vec<Option<wasmgate_runtime::WasmPolicy>>> =
-        HashMap::new();
+    let mut policies: HashMap<(String, u32), Vec<Option<wasmgate_runtime::WasmPolicy>>> = HashMap::new();
     for key in pool_order {
         let builder = pools.remove(&key).expect("every key has a builder");
-        let results = builder
-            .build()
-            .map_err(|e| err(format!("plugin `{}`", key.0), e.to_string()))?;
+        let results = builder.build().map_err(|e| err(format!("plugin `{}`", key.0), e.to_string()))?;
         let mut ok = Vec::with_capacity(results.len());
         for (number, r) in results.into_iter().enumerate() {
             match r {
@@ -102,27 +91,18 @@ pub fn build(
             let mut bindings = Vec::with_capacity(api.policies.len());
             for b in &api.policies {
                 let (key, number, _) = placed.next().expect("one placement per binding");
-                let policy = policies
-                    .get_mut(&key)
-                    .and_then(|v| v[number as usize].take())
-                    .expect("built once");
+                let policy =
+                    policies.get_mut(&key).and_then(|v| v[number as usize].take()).expect("built once");
                 let on_error = match b.on_error {
                     config::OnError::Closed => OnError::Closed,
                     config::OnError::Open => OnError::Open,
                 };
-                bindings.push(Binding {
-                    policy: Arc::new(policy),
-                    on_error,
-                });
+                bindings.push(Binding { policy: Arc::new(policy), on_error });
             }
             let backend = match &api.backend {
                 config::Backend::Http(h) => Backend::Http(
-                    HttpBackend::parse(
-                        &h.url,
-                        h.path.as_deref(),
-                        Duration::from_millis(h.timeout_ms),
-                    )
-                    .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?,
+                    HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
+                        .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?,
                 ),
                 config::Backend::Mock(m) => Backend::Mock(Reply {
                     status: http::StatusCode::from_u16(m.status).expect("validated at load"),
@@ -131,9 +111,7 @@ pub fn build(
                         .iter()
                         .map(|(n, v)| Ok((n.to_ascii_lowercase().parse()?, v.parse()?)))
                         .collect::<Result<_, Box<dyn std::error::Error>>>()
-                        .map_err(|e| {
-                            err(format!("{location} > backend.mock.headers"), e.to_string())
-                        })?,
+                        .map_err(|e| err(format!("{location} > backend.mock.headers"), e.to_string()))?,
                     body: bytes::Bytes::from(m.body.clone()),
                 }),
             };
@@ -141,12 +119,7 @@ pub fn build(
             let methods = if methods.is_empty() {
                 None
             } else {
-                Some(
-                    methods
-                        .iter()
-                        .map(|m| m.parse().expect("validated method"))
-                        .collect(),
-                )
+                Some(methods.iter().map(|m| m.parse().expect("validated method")).collect())
             };
             let entry = Arc::new(Api {
                 route: RouteInfo {

@@ -19,12 +19,9 @@ impl List {
     fn items(self) -> Vec<String> {
         match self {
             List::Items(v) => v.into_iter().map(|s| s.trim().to_string()).collect(),
-            List::Joined(s) => s
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect(),
+            List::Joined(s) => {
+                s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+            }
         }
     }
 }
@@ -48,11 +45,7 @@ enum Allowed {
 
 impl Allowed {
     fn from_items(items: Vec<String>) -> Self {
-        if items.iter().any(|i| i == "*") {
-            Allowed::Any
-        } else {
-            Allowed::Only(items)
-        }
+        if items.iter().any(|i| i == "*") { Allowed::Any } else { Allowed::Only(items) }
     }
 }
 
@@ -68,9 +61,7 @@ struct Cors {
 }
 
 fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn check_origin(o: &str) -> bool {
@@ -78,9 +69,7 @@ fn check_origin(o: &str) -> bool {
         return false;
     };
     !scheme.is_empty()
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
         && !rest.is_empty()
         && !rest.contains('/')
         && !rest.bytes().any(|b| b.is_ascii_whitespace())
@@ -102,10 +91,7 @@ impl Policy for Cors {
     fn configure(config: &str) -> Result<(Self, BindingInfo), ConfigError> {
         let c: Config = parse_config(config)?;
 
-        let origins = c
-            .allow_origin
-            .map(List::items)
-            .unwrap_or_else(|| vec!["*".into()]);
+        let origins = c.allow_origin.map(List::items).unwrap_or_else(|| vec!["*".into()]);
         for (i, o) in origins.iter().enumerate() {
             if o != "*" && !check_origin(o) {
                 return Err(ConfigError::new(
@@ -173,24 +159,16 @@ impl Policy for Cors {
         ) else {
             return RequestAction::Continue(RequestChanges::default());
         };
-        let requested = request
-            .header("access-control-request-headers")
-            .unwrap_or("");
+        let requested = request.header("access-control-request-headers").unwrap_or("");
         if !self.origin_allowed(origin)
-            || !self
-                .methods
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(method.trim()))
+            || !self.methods.iter().any(|m| m.eq_ignore_ascii_case(method.trim()))
             || !self.headers_allowed(requested)
         {
             // Refused preflights carry no CORS headers, so the browser blocks the call.
             return RequestAction::Respond(Reply::empty(403));
         }
         let mut headers = self.origin_headers(origin);
-        headers.push((
-            "access-control-allow-methods".into(),
-            self.methods_header.clone(),
-        ));
+        headers.push(("access-control-allow-methods".into(), self.methods_header.clone()));
         let allow_headers = match self.headers {
             Allowed::Any => requested.to_string(),
             Allowed::Only(_) => self.headers_header.clone(),
@@ -199,11 +177,7 @@ impl Policy for Cors {
             headers.push(("access-control-allow-headers".into(), allow_headers));
         }
         headers.push(("access-control-max-age".into(), self.max_age.clone()));
-        RequestAction::Respond(Reply {
-            status: 200,
-            headers,
-            body: Vec::new(),
-        })
+        RequestAction::Respond(Reply { status: 200, headers, body: Vec::new() })
     }
 
     fn on_response(&self, request: &Request, _response: &Response) -> ResponseAction {
@@ -236,7 +210,7 @@ impl Policy for Cors {
 }
 
 fn is_preflight(request: &Request) -> bool {
-    request.method == "OPTIONS"
+    matches!(request.method, Method::Options)
         && request.header("origin").is_some()
         && request.header("access-control-request-method").is_some()
 }
@@ -267,11 +241,7 @@ impl Cors {
         let echo = self.credentials || matches!(self.origins, Allowed::Only(_));
         let mut h = vec![(
             "access-control-allow-origin".to_string(),
-            if echo {
-                origin.to_string()
-            } else {
-                "*".to_string()
-            },
+            if echo { origin.to_string() } else { "*".to_string() },
         )];
         if self.credentials {
             h.push(("access-control-allow-credentials".into(), "true".into()));

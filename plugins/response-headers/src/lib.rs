@@ -56,10 +56,7 @@ impl Policy for ResponseHeaders {
         if c.response_headers.len() > MAX_HEADERS {
             return Err(ConfigError::new(
                 "response_headers",
-                format!(
-                    "{} headers given, at most {MAX_HEADERS} allowed",
-                    c.response_headers.len()
-                ),
+                format!("{} headers given, at most {MAX_HEADERS} allowed", c.response_headers.len()),
             ));
         }
         for i in 0..c.response_headers.len() {
@@ -68,14 +65,9 @@ impl Policy for ResponseHeaders {
             let field = |f: &str| format!("response_headers[{i}].{f}");
             let name = rule.name.as_str();
             if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
             {
-                return Err(ConfigError::new(
-                    field("name"),
-                    format!("`{name}` is not a valid header name"),
-                ));
+                return Err(ConfigError::new(field("name"), format!("`{name}` is not a valid header name")));
             }
             if FORBIDDEN.contains(&name) {
                 return Err(ConfigError::new(
@@ -86,23 +78,13 @@ impl Policy for ResponseHeaders {
             if rule.value.len() > MAX_VALUE_LEN {
                 return Err(ConfigError::new(
                     field("value"),
-                    format!(
-                        "{} characters, at most {MAX_VALUE_LEN} allowed",
-                        rule.value.len()
-                    ),
+                    format!("{} characters, at most {MAX_VALUE_LEN} allowed", rule.value.len()),
                 ));
             }
-            if rule
-                .value
-                .bytes()
-                .any(|b| b == b'\r' || b == b'\n' || b == 0)
-            {
+            if rule.value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
                 return Err(ConfigError::new(field("value"), "contains CR, LF or NUL"));
             }
-            if c.response_headers[..i]
-                .iter()
-                .any(|r| r.name == c.response_headers[i].name)
-            {
+            if c.response_headers[..i].iter().any(|r| r.name == c.response_headers[i].name) {
                 return Err(ConfigError::new(
                     field("name"),
                     "this header is already managed by an earlier entry",
@@ -112,24 +94,13 @@ impl Policy for ResponseHeaders {
         let mut info = BindingInfo::new(Phases::RESPONSE);
         info.response_headers =
             HeaderSelection::Only(c.response_headers.iter().map(|r| r.name.clone()).collect());
-        Ok((
-            ResponseHeaders {
-                rules: c.response_headers,
-            },
-            info,
-        ))
+        Ok((ResponseHeaders { rules: c.response_headers }, info))
     }
 
     fn on_response(&self, _request: &Request, response: &Response) -> ResponseAction {
         let mut ops = Vec::with_capacity(self.rules.len());
         for r in &self.rules {
-            let existing = || {
-                response
-                    .headers
-                    .iter()
-                    .filter(|(n, _)| *n == r.name)
-                    .map(|(_, v)| v.as_str())
-            };
+            let existing = || response.headers.iter().filter(|(n, _)| *n == r.name).map(|(_, v)| v.as_str());
             let set = |v: String| HeaderOp::Set((r.name.clone(), v));
             match r.action {
                 Action::Override => ops.push(set(r.value.clone())),
@@ -147,10 +118,7 @@ impl Policy for ResponseHeaders {
                 Action::Add => ops.push(HeaderOp::Append((r.name.clone(), r.value.clone()))),
             }
         }
-        ResponseAction::Continue(ResponseChanges {
-            status: None,
-            headers: ops,
-        })
+        ResponseAction::Continue(ResponseChanges { status: None, headers: ops })
     }
 }
 

@@ -27,40 +27,21 @@ struct Window {
 }
 
 impl LocalCounters {
-    pub fn increment(
-        &self,
-        key: String,
-        delta: u32,
-        limit: u64,
-        window_ms: u64,
-        now_ms: u64,
-    ) -> WindowCount {
+    pub fn increment(&self, key: String, delta: u32, limit: u64, window_ms: u64, now_ms: u64) -> WindowCount {
         let window_ms = window_ms.max(1);
         let start_ms = now_ms - now_ms % window_ms;
         let end_ms = start_ms + window_ms;
         let result = {
-            let mut w = self.windows.entry(key).or_insert(Window {
-                start_ms,
-                end_ms,
-                count: 0,
-            });
+            let mut w = self.windows.entry(key).or_insert(Window { start_ms, end_ms, count: 0 });
             if w.start_ms != start_ms {
-                *w = Window {
-                    start_ms,
-                    end_ms,
-                    count: 0,
-                };
+                *w = Window { start_ms, end_ms, count: 0 };
             }
             let next = w.count + delta as u64;
             let allowed = next <= limit;
             if allowed {
                 w.count = next;
             }
-            WindowCount {
-                allowed,
-                count: w.count,
-                reset_ms: end_ms - now_ms,
-            }
+            WindowCount { allowed, count: w.count, reset_ms: end_ms - now_ms }
         };
         if self.calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.windows.retain(|_, w| w.end_ms > now_ms);
@@ -90,9 +71,7 @@ impl Host for HostState {
         // consistencies count on this node, which is what `cluster` falls back to anyway.
         let key = self.scope().key(&key);
         let now = self.caps.clock.now_ms();
-        self.caps
-            .counters
-            .increment(key, delta, limit, window_ms, now)
+        self.caps.counters.increment(key, delta, limit, window_ms, now)
     }
 }
 

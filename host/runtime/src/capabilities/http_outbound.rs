@@ -2,9 +2,7 @@
 //! outbound access yet, so every call is refused the way an ungranted host will be.
 
 use crate::HostState;
-use crate::bindings::wasmgate::plugin::http_outbound::{
-    Host, HttpError, OutboundRequest, OutboundResponse,
-};
+use crate::bindings::wasmgate::plugin::http_outbound::{Host, HttpError, OutboundRequest, OutboundResponse};
 
 impl Host for HostState {
     fn send(&mut self, request: OutboundRequest) -> Result<OutboundResponse, HttpError> {

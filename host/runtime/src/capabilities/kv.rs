@@ -35,13 +35,7 @@ impl KvStore {
     }
 
     pub fn set(&self, key: String, bytes: Vec<u8>, ttl_ms: Option<u64>) {
-        self.map.insert(
-            key,
-            Value {
-                bytes,
-                expires: expiry(ttl_ms),
-            },
-        );
+        self.map.insert(key, Value { bytes, expires: expiry(ttl_ms) });
     }
 
     pub fn delete(&self, key: &str) {
@@ -56,10 +50,7 @@ impl KvStore {
         ttl_ms: Option<u64>,
     ) -> bool {
         let now = Instant::now();
-        let value = Value {
-            bytes: new,
-            expires: expiry(ttl_ms),
-        };
+        let value = Value { bytes: new, expires: expiry(ttl_ms) };
         match self.map.entry(key) {
             Entry::Occupied(mut e) => {
                 let current = e.get().live(now).then_some(&e.get().bytes);
@@ -102,9 +93,7 @@ impl Host for HostState {
         new: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> bool {
-        self.caps
-            .kv
-            .compare_and_swap(self.scope().key(&key), expected, new, ttl_ms)
+        self.caps.kv.compare_and_swap(self.scope().key(&key), expected, new, ttl_ms)
     }
 }
 
