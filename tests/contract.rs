@@ -143,7 +143,7 @@ async fn the_log_phase_runs_after_each_response_with_sizes_and_identity() {
     let started = Instant::now();
     loop {
         let r = c.get(&gw.url("/full/stats"), &[]).await;
-        // The stats request itself is logged after it is answered, so it sees the 4 before it.
+        // Log phases run after the responses were sent, so the count catches up a little later.
         if r.header("x-logged") == Some("4") {
             let last = r.json();
             assert_eq!(last["path"], "/full/item");

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use wasmgate_proxy::router::Router;
 use wasmgate_runtime::{PluginRuntime, WasmPolicy};
 
 /// Where `scripts/build-plugins` puts the components.
@@ -10,11 +11,33 @@ pub fn plugin_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin")
 }
 
-/// A warm binding of built-in plugin `name` with `config` (JSON).
-pub fn binding(runtime: &Arc<PluginRuntime>, name: &str, config: &str) -> WasmPolicy {
+/// `n` bindings of built-in plugin `name` with `config` (JSON), configured on one instance.
+pub fn bindings(runtime: &Arc<PluginRuntime>, name: &str, config: &str, n: usize) -> Vec<WasmPolicy> {
     let path = plugin_dir().join(format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")));
     let component = runtime.load(&path).unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins)"));
     let mut pool = runtime.pool_builder(name, &component, 16 << 20).expect("links");
-    pool.add(format!("bench:{name}"), "bench".into(), config.into(), Duration::from_millis(50));
-    pool.build().expect("instantiates").pop().expect("one binding").expect("config accepted")
+    for i in 0..n {
+        pool.add(format!("bench:{name}#{i}"), "bench".into(), config.into(), Duration::from_millis(50));
+    }
+    pool.build().expect("instantiates").into_iter().map(|b| b.expect("config accepted")).collect()
+}
+
+/// A warm binding of built-in plugin `name` with `config` (JSON).
+pub fn binding(runtime: &Arc<PluginRuntime>, name: &str, config: &str) -> WasmPolicy {
+    bindings(runtime, name, config, 1).pop().expect("one binding")
+}
+
+/// A router with `n` routes in the shapes APIs use: static, templated, catch-all, prefix.
+pub fn router_with_routes(n: usize) -> Router<usize> {
+    let mut r = Router::new();
+    for i in 0..n {
+        let (path, prefix) = match i % 4 {
+            0 => (format!("/svc{i}/items"), false),
+            1 => (format!("/svc{i}/items/{{id}}"), false),
+            2 => (format!("/svc{i}/files/{{path+}}"), false),
+            _ => (format!("/svc{i}"), true),
+        };
+        r.insert(&[], None, &path, prefix, i).expect("distinct routes");
+    }
+    r
 }

@@ -352,7 +352,7 @@ macro_rules! export_policy {
                 }
             }
 
-            $crate::bindings::export!(Exports with_types_in $crate::bindings);
+    $crate::bindings::export!(Exports with_types_in $crate::bindings);
         };
     };
 }

@@ -1,5 +1,6 @@
-//! What a policy costs per phase call on a warm instance, and what a fresh instance would
-//! cost instead. `cargo bench -p wasmgate-bench` (after scripts/build-plugins).
+//! Micro benchmarks: a policy's cost per phase call on a warm instance and what a fresh
+//! instance would cost instead, config validation per binding, and router lookup among
+//! 10,000 routes. `cargo bench -p wasmgate-bench` (after scripts/build-plugins).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -12,6 +13,7 @@ use wasmgate_runtime::PluginRuntime;
 
 fn bench(c: &mut Criterion) {
     let runtime = PluginRuntime::new(None).unwrap();
+    assert_eq!(wasmgate_bench::bindings(&runtime, "cors", "{}", 2).len(), 2);
     let cors = binding(
         &runtime,
         "cors",
@@ -75,6 +77,36 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("fresh instance");
     g.bench_function("cors instantiate", |b| b.iter(|| cors.instantiate_fresh().unwrap()));
+    g.finish();
+
+    // Validation at load: the plugin parses and checks each binding's config. 100 bindings
+    // per iteration on one new instance, so divide by 100 for one binding.
+    let mut g = c.benchmark_group("config validation");
+    g.bench_function("100 cors bindings", |b| {
+        b.iter(|| {
+            let config = r#"{"allow_origin":["https://a.example","https://b.example"],"allow_methods":"GET,POST","max_age":600}"#;
+            let bindings = wasmgate_bench::bindings(&runtime, "cors", config, 100);
+            assert_eq!(bindings.len(), 100);
+        })
+    });
+    g.finish();
+
+    let router = wasmgate_bench::router_with_routes(10_000);
+    let mut g = c.benchmark_group("router, 10000 routes");
+    let cases = [
+        ("static", "/svc40/items", Some(40)),
+        ("template", "/svc4241/items/123", Some(4241)),
+        ("catch-all", "/svc9998/files/a/b/c.txt", Some(9998)),
+        ("prefix", "/svc9999/anything/deeper", Some(9999)),
+        ("miss", "/nowhere/at/all", None),
+    ];
+    for (name, path, expected) in cases {
+        let found = router.find("any.example", &Method::GET, path).map(|m| *m.value);
+        assert_eq!(found, expected, "{path}");
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(router.find("any.example", &Method::GET, black_box(path))))
+        });
+    }
     g.finish();
 }
 
