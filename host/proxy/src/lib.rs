@@ -44,9 +44,9 @@ pub struct PolicyChain {
     pub response_body: BodyNeed,
     pub has_response_phase: bool,
     pub has_log_phase: bool,
-    /// Whether a response or log phase reads request headers, so they must outlive the
-    /// upstream request.
-    pub keeps_request_headers: bool,
+    /// The request headers response and log phases read; these are kept when the rest
+    /// go to the backend.
+    pub later_request_headers: HeaderSelection,
 }
 
 impl PolicyChain {
@@ -57,7 +57,7 @@ impl PolicyChain {
             response_body: BodyNeed::None,
             has_response_phase: false,
             has_log_phase: false,
-            keeps_request_headers: false,
+            later_request_headers: HeaderSelection::None,
         };
         for b in &bindings {
             let info = b.policy.info();
@@ -69,8 +69,9 @@ impl PolicyChain {
             }
             chain.has_response_phase |= info.phases.response;
             chain.has_log_phase |= info.phases.log;
-            chain.keeps_request_headers |=
-                (info.phases.response || info.phases.log) && info.request_headers != HeaderSelection::None;
+            if info.phases.response || info.phases.log {
+                chain.later_request_headers = chain.later_request_headers.union(&info.request_headers);
+            }
         }
         // A log phase reads the response body from the response phase's buffer.
         chain.has_response_phase |= chain.has_log_phase && chain.response_body != BodyNeed::None;

@@ -62,7 +62,16 @@ fn request_id(headers: &HeaderMap) -> String {
     {
         return id.to_string();
     }
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    // 128 random bits as 32 hex digits, without the formatting machinery (this runs for
+    // nearly every request).
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut id = String::with_capacity(32);
+    for _ in 0..32 {
+        id.push(HEX[(bits & 0xf) as usize] as char);
+        bits >>= 4;
+    }
+    id
 }
 
 fn host_of(req: &Request<Incoming>) -> String {
@@ -163,6 +172,12 @@ pub async fn handle(
         body: None,
     };
     let chain = &api.chain;
+    // Read now: the headers go to the backend before the log phase runs.
+    let declared_length = if chain.has_log_phase {
+        ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    } else {
+        None
+    };
 
     // Bodies are read only when a binding asked; otherwise they stream untouched.
     let mut request_body_truncated = false;
@@ -300,9 +315,7 @@ pub async fn handle(
 
     let mut response = finish(response, &ex.request_id);
     if chain.has_log_phase {
-        let request_size = ex.body.as_ref().map(|b| b.len() as u64).unwrap_or_else(|| {
-            ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0)
-        });
+        let request_size = declared_length.or_else(|| ex.body.as_ref().map(|b| b.len() as u64)).unwrap_or(0);
         let record = LogRecord {
             api: api.clone(),
             ex,
@@ -417,9 +430,20 @@ async fn call_backend(
             return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
         }
     };
-    // Later phases read the request headers; clone them only when someone will.
-    let mut headers =
-        if api.chain.keeps_request_headers { ex.headers.clone() } else { std::mem::take(&mut ex.headers) };
+    // The headers go to the backend; keep back copies of only those later phases read.
+    let mut headers = match &api.chain.later_request_headers {
+        HeaderSelection::None => std::mem::take(&mut ex.headers),
+        HeaderSelection::All => ex.headers.clone(),
+        HeaderSelection::Only(names) => {
+            let mut kept = HeaderMap::new();
+            for n in names {
+                for v in ex.headers.get_all(n) {
+                    kept.append(n.clone(), v.clone());
+                }
+            }
+            std::mem::replace(&mut ex.headers, kept)
+        }
+    };
     backend::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST); // the client sets the backend's own Host from the URI
     let client_ip = ex.client_ip.to_string();

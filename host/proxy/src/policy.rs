@@ -23,6 +23,22 @@ pub enum HeaderSelection {
     Only(Vec<HeaderName>),
 }
 
+impl HeaderSelection {
+    /// Every header either selection selects.
+    pub fn union(&self, other: &HeaderSelection) -> HeaderSelection {
+        use HeaderSelection::*;
+        match (self, other) {
+            (All, _) | (_, All) => All,
+            (None, x) | (x, None) => x.clone(),
+            (Only(a), Only(b)) => {
+                let mut names = a.clone();
+                names.extend(b.iter().filter(|n| !a.contains(n)).cloned());
+                Only(names)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyNeed {
     None,

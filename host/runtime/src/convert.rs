@@ -8,29 +8,31 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::time::UNIX_EPOCH;
 use wasmgate_proxy::policy::*;
 
-fn headers(map: &HeaderMap, sel: &HeaderSelection) -> Vec<(String, String)> {
-    let pair = |n: &HeaderName, v: &HeaderValue| {
-        (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
+/// Header lines a binding selected, borrowed from the proxy's map. A value that is not
+/// UTF-8 (obsolete `obs-text`) is passed as empty rather than copied into a lossy string.
+fn headers<'a>(map: &'a HeaderMap, sel: &'a HeaderSelection, out: &mut Vec<(&'a str, &'a str)>) {
+    let pair = |n: &'a HeaderName, v: &'a HeaderValue| (n.as_str(), v.to_str().unwrap_or(""));
     match sel {
-        HeaderSelection::None => Vec::new(),
-        HeaderSelection::All => map.iter().map(|(n, v)| pair(n, v)).collect(),
+        HeaderSelection::None => {}
+        HeaderSelection::All => out.extend(map.iter().map(|(n, v)| pair(n, v))),
         HeaderSelection::Only(names) => {
-            names.iter().flat_map(|n| map.get_all(n).iter().map(move |v| pair(n, v))).collect()
+            for n in names {
+                out.extend(map.get_all(n).iter().map(|v| pair(n, v)));
+            }
         }
     }
 }
 
-fn body(bytes: Option<&[u8]>, need: BodyNeed) -> Option<Vec<u8>> {
+fn body(bytes: Option<&[u8]>, need: BodyNeed) -> Option<&[u8]> {
     let n = match need {
         BodyNeed::None => return None,
         BodyNeed::Prefix(n) | BodyNeed::Full(n) => n as usize,
     };
-    bytes.map(|b| b[..b.len().min(n)].to_vec())
+    bytes.map(|b| &b[..b.len().min(n)])
 }
 
-fn identity(i: &Identity) -> wit::Identity {
-    wit::Identity { app_id: i.app_id.clone(), user: i.user.clone() }
+fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
 /// What one binding selected of the request: fields, headers and body.
@@ -40,44 +42,86 @@ pub struct RequestSelection {
     pub body: BodyNeed,
 }
 
-pub fn request(v: &RequestView<'_>, sel: &RequestSelection) -> wit::Request {
-    use wit::RequestFields as F;
-    let has = |f: F| sel.fields.contains(f);
-    let method = match *v.method {
-        http::Method::GET => wit::Method::Get,
-        http::Method::HEAD => wit::Method::Head,
-        http::Method::POST => wit::Method::Post,
-        http::Method::PUT => wit::Method::Put,
-        http::Method::DELETE => wit::Method::Delete,
-        http::Method::OPTIONS => wit::Method::Options,
-        http::Method::PATCH => wit::Method::Patch,
-        ref other => wit::Method::Other(other.as_str().to_string()),
-    };
-    wit::Request {
-        method,
-        scheme: if v.scheme == "https" { wit::Scheme::Https } else { wit::Scheme::Http },
-        headers: headers(v.headers, &sel.headers),
-        request_id: has(F::REQUEST_ID).then(|| v.request_id.to_string()),
-        route: has(F::ROUTE).then(|| wit::RouteInfo {
-            api_id: v.route.api_id.clone(),
-            group_id: v.route.group_id.clone(),
-            environment: v.route.environment.clone(),
-        }),
-        host: has(F::HOST).then(|| v.host.to_string()),
-        path: has(F::PATH).then(|| v.path.to_string()),
-        query: has(F::QUERY).then(|| v.query.to_string()),
-        path_params: has(F::PATH_PARAMS).then(|| v.path_params.to_vec()),
-        client_ip: has(F::CLIENT_IP).then(|| v.client_ip.to_string()),
-        identity: has(F::IDENTITY).then(|| identity(v.identity)),
-        context: has(F::CONTEXT).then(|| v.context.to_vec()),
-        body: body(v.body, sel.body),
+/// The lists and the one formatted string a `wit::Request` borrows; everything else is
+/// borrowed from the proxy's view directly.
+#[derive(Default)]
+pub struct RequestParts<'a> {
+    headers: Vec<(&'a str, &'a str)>,
+    path_params: Vec<(&'a str, &'a str)>,
+    context: Vec<(&'a str, &'a str)>,
+    client_ip: String,
+}
+
+impl<'a> RequestParts<'a> {
+    pub fn new(v: &RequestView<'a>, sel: &'a RequestSelection) -> Self {
+        use wit::RequestFields as F;
+        let mut parts = RequestParts::default();
+        headers(v.headers, &sel.headers, &mut parts.headers);
+        if sel.fields.contains(F::PATH_PARAMS) {
+            parts.path_params = pairs(v.path_params);
+        }
+        if sel.fields.contains(F::CONTEXT) {
+            parts.context = pairs(v.context);
+        }
+        if sel.fields.contains(F::CLIENT_IP) {
+            parts.client_ip = v.client_ip.to_string();
+        }
+        parts
+    }
+
+    pub fn request<'b>(&'b self, v: &'b RequestView<'a>, sel: &RequestSelection) -> wit::Request<'b> {
+        use wit::RequestFields as F;
+        let has = |f: F| sel.fields.contains(f);
+        let method = match *v.method {
+            http::Method::GET => wit::Method::Get,
+            http::Method::HEAD => wit::Method::Head,
+            http::Method::POST => wit::Method::Post,
+            http::Method::PUT => wit::Method::Put,
+            http::Method::DELETE => wit::Method::Delete,
+            http::Method::OPTIONS => wit::Method::Options,
+            http::Method::PATCH => wit::Method::Patch,
+            ref other => wit::Method::Other(other.as_str()),
+        };
+        wit::Request {
+            method,
+            scheme: if v.scheme == "https" { wit::Scheme::Https } else { wit::Scheme::Http },
+            headers: &self.headers,
+            request_id: has(F::REQUEST_ID).then_some(v.request_id),
+            route: has(F::ROUTE).then(|| wit::RouteInfo {
+                api_id: &v.route.api_id,
+                group_id: &v.route.group_id,
+                environment: &v.route.environment,
+            }),
+            host: has(F::HOST).then_some(v.host),
+            path: has(F::PATH).then_some(v.path),
+            query: has(F::QUERY).then_some(v.query),
+            path_params: has(F::PATH_PARAMS).then_some(&self.path_params[..]),
+            client_ip: has(F::CLIENT_IP).then_some(&self.client_ip[..]),
+            identity: has(F::IDENTITY).then_some(wit::IdentityParam {
+                app_id: v.identity.app_id.as_deref(),
+                user: v.identity.user.as_deref(),
+            }),
+            context: has(F::CONTEXT).then_some(&self.context[..]),
+            body: body(v.body, sel.body),
+        }
     }
 }
 
-pub fn response(v: &ResponseView<'_>, sel: &HeaderSelection, need: BodyNeed) -> wit::Response {
+/// The response's selected header lines, borrowed.
+pub fn response_headers<'a>(v: &ResponseView<'a>, sel: &'a HeaderSelection) -> Vec<(&'a str, &'a str)> {
+    let mut out = Vec::new();
+    headers(v.headers, sel, &mut out);
+    out
+}
+
+pub fn response<'a>(
+    v: &ResponseView<'a>,
+    headers: &'a [(&'a str, &'a str)],
+    need: BodyNeed,
+) -> wit::Response<'a> {
     wit::Response {
         status: v.status.as_u16(),
-        headers: headers(v.headers, sel),
+        headers,
         outcome: match v.outcome {
             BackendOutcome::Responded => wit::BackendOutcome::Responded,
             BackendOutcome::TimedOut => wit::BackendOutcome::TimedOut,
@@ -89,10 +133,14 @@ pub fn response(v: &ResponseView<'_>, sel: &HeaderSelection, need: BodyNeed) -> 
     }
 }
 
-pub fn log_entry(v: &LogView<'_>, req: &RequestSelection, info: &BindingInfo) -> wit::LogEntry {
+pub fn log_entry<'a>(
+    v: &LogView<'_>,
+    request: wit::Request<'a>,
+    response: wit::Response<'a>,
+) -> wit::LogEntry<'a> {
     wit::LogEntry {
-        request: request(&v.request, req),
-        response: response(&v.response, &info.response_headers, info.response_body),
+        request,
+        response,
         start_time_ms: v.start_time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         total_latency_ms: v.total_latency.as_millis().min(u32::MAX as u128) as u32,
         request_size: v.request_size,
@@ -111,8 +159,9 @@ fn header_name(n: &str) -> Result<HeaderName, PolicyError> {
 }
 
 fn header_pair((n, v): (String, String)) -> Result<(HeaderName, HeaderValue), PolicyError> {
-    let value =
-        HeaderValue::from_str(&v).map_err(|_| invalid(format_args!("header `{n}` has an invalid value")))?;
+    // The lifted `String` becomes the value's storage: validated, not copied.
+    let value = HeaderValue::from_maybe_shared(Bytes::from(v))
+        .map_err(|_| invalid(format_args!("header `{n}` has an invalid value")))?;
     Ok((header_name(&n)?, value))
 }
 

@@ -30,6 +30,9 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../../wit",
         world: "plugin",
+        // Phase inputs are lowered straight from the proxy's borrowed request data, without
+        // first copying every string into an owned `String`.
+        ownership: Borrowing { duplicate_if_necessary: true },
     });
 }
 

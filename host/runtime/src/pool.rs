@@ -296,9 +296,10 @@ impl Policy for WasmPolicy {
     }
 
     fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
-        let req = convert::request(request, &self.request);
+        let parts = convert::RequestParts::new(request, &self.request);
+        let req = parts.request(request, &self.request);
         let action = self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy().call_on_request(store, self.binding, &req)
+            p.wasmgate_plugin_policy().call_on_request(store, self.binding, req)
         })?;
         convert::request_action(action)
     }
@@ -308,18 +309,23 @@ impl Policy for WasmPolicy {
         request: &RequestView<'_>,
         response: &ResponseView<'_>,
     ) -> Result<ResponseAction, PolicyError> {
-        let req = convert::request(request, &self.request);
-        let resp = convert::response(response, &self.info.response_headers, self.info.response_body);
+        let parts = convert::RequestParts::new(request, &self.request);
+        let req = parts.request(request, &self.request);
+        let headers = convert::response_headers(response, &self.info.response_headers);
+        let resp = convert::response(response, &headers, self.info.response_body);
         let action = self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy().call_on_response(store, self.binding, &req, &resp)
+            p.wasmgate_plugin_policy().call_on_response(store, self.binding, req, resp)
         })?;
         convert::response_action(action)
     }
 
     fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
-        let entry = convert::log_entry(entry, &self.request, &self.info);
-        self.pool.call(self.binding, |p, store| {
-            p.wasmgate_plugin_policy().call_on_log(store, self.binding, &entry)
-        })
+        let parts = convert::RequestParts::new(&entry.request, &self.request);
+        let req = parts.request(&entry.request, &self.request);
+        let headers = convert::response_headers(&entry.response, &self.info.response_headers);
+        let resp = convert::response(&entry.response, &headers, self.info.response_body);
+        let entry = convert::log_entry(entry, req, resp);
+        self.pool
+            .call(self.binding, |p, store| p.wasmgate_plugin_policy().call_on_log(store, self.binding, entry))
     }
 }
