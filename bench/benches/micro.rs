@@ -8,7 +8,9 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use wasmgate_bench::binding;
-use wasmgate_proxy::policy::{BackendOutcome, Identity, Policy, RequestView, ResponseView, RouteInfo};
+use wasmgate_proxy::policy::{
+    BackendOutcome, Identity, LogView, Policy, RequestView, ResponseView, RouteInfo,
+};
 use wasmgate_runtime::PluginRuntime;
 
 fn bench(c: &mut Criterion) {
@@ -19,11 +21,7 @@ fn bench(c: &mut Criterion) {
         "cors",
         r#"{"allow_origin":["https://app.example.com"],"allow_credentials":true,"expose_headers":["x-a"]}"#,
     );
-    let headers = binding(
-        &runtime,
-        "response-headers",
-        r#"{"response_headers":[{"name":"x-a","value":"1","action":"override"},{"name":"server","action":"delete"},{"name":"x-b","value":"2","action":"append"}]}"#,
-    );
+    let inspector = binding(&runtime, "fixture:inspector", "{}");
 
     let route = RouteInfo { api_id: "api".into(), group_id: "group".into(), environment: "RELEASE".into() };
     let mut req_headers = HeaderMap::new();
@@ -64,15 +62,33 @@ fn bench(c: &mut Criterion) {
     };
 
     let mut g = c.benchmark_group("warm call");
-    g.bench_function("cors on_request", |b| {
+    g.bench_function("cors on_request, actual request", |b| {
         b.iter(|| black_box(cors.on_request(black_box(&request)).unwrap()))
     });
-    g.bench_function("cors on_response", |b| {
-        b.iter(|| black_box(cors.on_response(&request, &response).unwrap()))
+    let preflight_headers = {
+        let mut h = req_headers.clone();
+        h.insert("access-control-request-method", HeaderValue::from_static("GET"));
+        h
+    };
+    let preflight = RequestView { method: &Method::OPTIONS, headers: &preflight_headers, ..request };
+    g.bench_function("cors on_request, preflight", |b| {
+        b.iter(|| black_box(cors.on_request(black_box(&preflight)).unwrap()))
     });
-    g.bench_function("response-headers on_response", |b| {
-        b.iter(|| black_box(headers.on_response(&request, &response).unwrap()))
+    // The built-ins need no response or log phase; the inspector fixture has both.
+    g.bench_function("inspector on_response", |b| {
+        b.iter(|| black_box(inspector.on_response(&request, &response).unwrap()))
     });
+    let log = LogView {
+        request: RequestView { ..request },
+        response: ResponseView { ..response },
+        start_time: std::time::SystemTime::now(),
+        total_latency: Duration::from_micros(500),
+        request_size: 0,
+        response_size: 1024,
+        request_body_truncated: false,
+        response_body_truncated: false,
+    };
+    g.bench_function("inspector on_log", |b| b.iter(|| inspector.on_log(black_box(&log)).unwrap()));
     g.finish();
 
     let mut g = c.benchmark_group("fresh instance");

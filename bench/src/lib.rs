@@ -11,9 +11,14 @@ pub fn plugin_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin")
 }
 
-/// `n` bindings of built-in plugin `name` with `config` (JSON), configured on one instance.
+/// `n` bindings of plugin `name` (a built-in, or a test fixture as `fixture:NAME`) with
+/// `config` (JSON), configured on one instance.
 pub fn bindings(runtime: &Arc<PluginRuntime>, name: &str, config: &str, n: usize) -> Vec<WasmPolicy> {
-    let path = plugin_dir().join(format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")));
+    let file = match name.strip_prefix("fixture:") {
+        Some(f) => format!("wasmgate_fixture_{}.wasm", f.replace('-', "_")),
+        None => format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")),
+    };
+    let path = plugin_dir().join(file);
     let component = runtime.load(&path).unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins)"));
     let mut pool = runtime.pool_builder(name, &component, 16 << 20).expect("links");
     for i in 0..n {

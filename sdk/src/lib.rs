@@ -112,6 +112,7 @@ impl Default for RequestChanges {
     fn default() -> Self {
         RequestChanges {
             headers: Vec::new(),
+            response_headers: Vec::new(),
             path: None,
             query: None,
             identity: None,
@@ -144,6 +145,7 @@ impl BindingInfo {
             response_headers: HeaderSelection::None,
             request_body: BodyNeed::None,
             response_body: BodyNeed::None,
+            fixed_response_headers: Vec::new(),
         }
     }
 }

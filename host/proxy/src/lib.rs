@@ -47,6 +47,8 @@ pub struct PolicyChain {
     /// The request headers response and log phases read; these are kept when the rest
     /// go to the backend.
     pub later_request_headers: HeaderSelection,
+    /// Every binding's fixed response headers, in binding order.
+    pub fixed_response_headers: Vec<policy::HeaderOp>,
 }
 
 impl PolicyChain {
@@ -58,6 +60,7 @@ impl PolicyChain {
             has_response_phase: false,
             has_log_phase: false,
             later_request_headers: HeaderSelection::None,
+            fixed_response_headers: Vec::new(),
         };
         for b in &bindings {
             let info = b.policy.info();
@@ -67,6 +70,7 @@ impl PolicyChain {
             if info.phases.response || info.phases.log {
                 chain.response_body = chain.response_body.max(info.response_body);
             }
+            chain.fixed_response_headers.extend(info.fixed_response_headers.iter().cloned());
             chain.has_response_phase |= info.phases.response;
             chain.has_log_phase |= info.phases.log;
             if info.phases.response || info.phases.log {

@@ -205,6 +205,7 @@ pub async fn handle(
     // Request phase.
     let mut early: Option<Response<GatewayBody>> = None;
     let mut backend_override: Option<BackendTarget> = None;
+    let mut response_ops: Vec<HeaderOp> = Vec::new();
     for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
         match b.policy.on_request(&ex.view(&api.route)) {
             Ok(RequestAction::Continue(changes)) => {
@@ -229,6 +230,7 @@ pub async fn handle(
                 if changes.backend.is_some() {
                     backend_override = changes.backend;
                 }
+                response_ops.extend(changes.response_headers);
             }
             Ok(RequestAction::Respond(reply)) => {
                 early = Some(Backend::mock_response(&reply));
@@ -255,6 +257,10 @@ pub async fn handle(
     };
     let backend_latency = backend_start.elapsed();
     backend::strip_hop_by_hop(response.headers_mut());
+    // Header operations declared at load, then those decided in the request phase.
+    for op in chain.fixed_response_headers.iter().cloned().chain(response_ops) {
+        op.apply(response.headers_mut());
+    }
 
     // Response phase.
     let mut response_body_truncated = false;

@@ -67,6 +67,8 @@ pub struct BindingInfo {
     pub response_headers: HeaderSelection,
     pub request_body: BodyNeed,
     pub response_body: BodyNeed,
+    /// Applied to every response of the API without calling the plugin.
+    pub fixed_response_headers: Vec<HeaderOp>,
 }
 
 /// Where a request was routed.
@@ -127,10 +129,16 @@ pub struct LogView<'a> {
     pub response_body_truncated: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp {
+    /// Replace every line with this one.
     Set(HeaderName, HeaderValue),
+    /// Add another line.
     Append(HeaderName, HeaderValue),
+    /// Add `, value` to the (joined) existing value, or add the header.
+    AppendValue(HeaderName, HeaderValue),
+    /// Add the header only if absent.
+    SetIfAbsent(HeaderName, HeaderValue),
     Remove(HeaderName),
 }
 
@@ -142,6 +150,26 @@ impl HeaderOp {
             }
             HeaderOp::Append(n, v) => {
                 headers.append(n, v);
+            }
+            HeaderOp::AppendValue(n, v) => {
+                let mut joined: Vec<u8> = Vec::new();
+                for old in headers.get_all(&n) {
+                    joined.extend_from_slice(old.as_bytes());
+                    joined.extend_from_slice(b", ");
+                }
+                let value = if joined.is_empty() {
+                    v
+                } else {
+                    joined.extend_from_slice(v.as_bytes());
+                    // Joined valid values with ", " are a valid value.
+                    HeaderValue::from_bytes(&joined).unwrap_or(v)
+                };
+                headers.insert(n, value);
+            }
+            HeaderOp::SetIfAbsent(n, v) => {
+                if !headers.contains_key(&n) {
+                    headers.insert(n, v);
+                }
             }
             HeaderOp::Remove(n) => {
                 headers.remove(n);
@@ -168,6 +196,8 @@ pub struct BackendTarget {
 #[derive(Debug, Clone, Default)]
 pub struct RequestChanges {
     pub headers: Vec<HeaderOp>,
+    /// Applied to this request's response before the response phases.
+    pub response_headers: Vec<HeaderOp>,
     pub path: Option<String>,
     pub query: Option<String>,
     pub identity: Option<Identity>,

@@ -169,15 +169,11 @@ fn header_ops(ops: Vec<wit::HeaderOp>) -> Result<Vec<HeaderOp>, PolicyError> {
     ops.into_iter()
         .map(|op| {
             Ok(match op {
-                wit::HeaderOp::Set(p) => {
-                    let (n, v) = header_pair(p)?;
-                    HeaderOp::Set(n, v)
-                }
-                wit::HeaderOp::Append(p) => {
-                    let (n, v) = header_pair(p)?;
-                    HeaderOp::Append(n, v)
-                }
                 wit::HeaderOp::Remove(n) => HeaderOp::Remove(header_name(&n)?),
+                wit::HeaderOp::Set(p) => header_pair(p).map(|(n, v)| HeaderOp::Set(n, v))?,
+                wit::HeaderOp::Append(p) => header_pair(p).map(|(n, v)| HeaderOp::Append(n, v))?,
+                wit::HeaderOp::AppendValue(p) => header_pair(p).map(|(n, v)| HeaderOp::AppendValue(n, v))?,
+                wit::HeaderOp::SetIfAbsent(p) => header_pair(p).map(|(n, v)| HeaderOp::SetIfAbsent(n, v))?,
             })
         })
         .collect()
@@ -205,6 +201,7 @@ pub fn request_action(a: wit::RequestAction) -> Result<RequestAction, PolicyErro
             }
             RequestAction::Continue(RequestChanges {
                 headers: header_ops(c.headers)?,
+                response_headers: header_ops(c.response_headers)?,
                 path: c.path,
                 query: c.query,
                 identity: c.identity.map(|i| Identity { app_id: i.app_id, user: i.user }),
@@ -264,6 +261,7 @@ pub fn binding_info(i: wit::BindingInfo) -> Result<(BindingInfo, RequestSelectio
         response_headers: selection(i.response_headers)?,
         request_body: body_need(i.request_body),
         response_body: body_need(i.response_body),
+        fixed_response_headers: header_ops(i.fixed_response_headers)?,
     };
     Ok((info, request))
 }

@@ -142,7 +142,9 @@ impl Policy for Cors {
             max_age: max_age.to_string(),
             credentials: c.allow_credentials,
         };
-        let mut info = BindingInfo::new(Phases::REQUEST | Phases::RESPONSE);
+        // Request phase only: the headers for an actual request are known from its Origin,
+        // so they are handed back as response headers instead of in a second call.
+        let mut info = BindingInfo::new(Phases::REQUEST);
         info.request_headers = HeaderSelection::Only(vec![
             "origin".into(),
             "access-control-request-method".into(),
@@ -157,7 +159,7 @@ impl Policy for Cors {
             request.header("access-control-request-method"),
             is_preflight(request),
         ) else {
-            return RequestAction::Continue(RequestChanges::default());
+            return RequestAction::Continue(self.actual_request(request));
         };
         let requested = request.header("access-control-request-headers").unwrap_or("");
         if !self.origin_allowed(origin)
@@ -179,15 +181,20 @@ impl Policy for Cors {
         headers.push(("access-control-max-age".into(), self.max_age.clone()));
         RequestAction::Respond(Reply { status: 200, headers, body: Vec::new() })
     }
+}
 
-    fn on_response(&self, request: &Request, _response: &Response) -> ResponseAction {
-        let mut changes = ResponseChanges::default();
-        if is_preflight(request) {
-            // The preflight answer (or refusal) from on_request is already complete.
-            return ResponseAction::Continue(changes);
-        }
+fn is_preflight(request: &Request) -> bool {
+    matches!(request.method, Method::Options)
+        && request.header("origin").is_some()
+        && request.header("access-control-request-method").is_some()
+}
+
+impl Cors {
+    /// An actual (non-preflight) request: the CORS headers its response gets.
+    fn actual_request(&self, request: &Request) -> RequestChanges {
+        let mut changes = RequestChanges::default();
         if let Some(origin) = request.header("origin").filter(|o| self.origin_allowed(o)) {
-            changes.headers = self
+            changes.response_headers = self
                 .origin_headers(origin)
                 .into_iter()
                 .map(|(name, value)| {
@@ -199,23 +206,15 @@ impl Policy for Cors {
                 })
                 .collect();
             if !self.expose_header.is_empty() {
-                changes.headers.push(HeaderOp::Set((
+                changes.response_headers.push(HeaderOp::Set((
                     "access-control-expose-headers".into(),
                     self.expose_header.clone(),
                 )));
             }
         }
-        ResponseAction::Continue(changes)
+        changes
     }
-}
 
-fn is_preflight(request: &Request) -> bool {
-    matches!(request.method, Method::Options)
-        && request.header("origin").is_some()
-        && request.header("access-control-request-method").is_some()
-}
-
-impl Cors {
     fn origin_allowed(&self, origin: &str) -> bool {
         match &self.origins {
             Allowed::Any => true,

@@ -46,9 +46,7 @@ struct Config {
     response_headers: Vec<HeaderRule>,
 }
 
-struct ResponseHeaders {
-    rules: Vec<HeaderRule>,
-}
+struct ResponseHeaders;
 
 impl Policy for ResponseHeaders {
     fn configure(config: &str) -> Result<(Self, BindingInfo), ConfigError> {
@@ -91,34 +89,21 @@ impl Policy for ResponseHeaders {
                 ));
             }
         }
-        let mut info = BindingInfo::new(Phases::RESPONSE);
-        info.response_headers =
-            HeaderSelection::Only(c.response_headers.iter().map(|r| r.name.clone()).collect());
-        Ok((ResponseHeaders { rules: c.response_headers }, info))
-    }
-
-    fn on_response(&self, _request: &Request, response: &Response) -> ResponseAction {
-        let mut ops = Vec::with_capacity(self.rules.len());
-        for r in &self.rules {
-            let existing = || response.headers.iter().filter(|(n, _)| *n == r.name).map(|(_, v)| v.as_str());
-            let set = |v: String| HeaderOp::Set((r.name.clone(), v));
-            match r.action {
-                Action::Override => ops.push(set(r.value.clone())),
-                Action::Append => {
-                    let mut values: Vec<&str> = existing().collect();
-                    values.push(&r.value);
-                    ops.push(set(values.join(", ")));
-                }
-                Action::Delete => ops.push(HeaderOp::Remove(r.name.clone())),
-                Action::Skip => {
-                    if existing().next().is_none() {
-                        ops.push(set(r.value.clone()));
-                    }
-                }
-                Action::Add => ops.push(HeaderOp::Append((r.name.clone(), r.value.clone()))),
-            }
-        }
-        ResponseAction::Continue(ResponseChanges { status: None, headers: ops })
+        // The effect does not depend on the request, so it is declared once here and applied
+        // by the gateway to every response: no call into the plugin per request.
+        let mut info = BindingInfo::new(Phases::empty());
+        info.fixed_response_headers = c
+            .response_headers
+            .into_iter()
+            .map(|r| match r.action {
+                Action::Override => HeaderOp::Set((r.name, r.value)),
+                Action::Append => HeaderOp::AppendValue((r.name, r.value)),
+                Action::Delete => HeaderOp::Remove(r.name),
+                Action::Skip => HeaderOp::SetIfAbsent((r.name, r.value)),
+                Action::Add => HeaderOp::Append((r.name, r.value)),
+            })
+            .collect();
+        Ok((ResponseHeaders, info))
     }
 }
 
