@@ -1,0 +1,170 @@
+//! Request Throttling 2.0 (`throttling` plugin), local counting.
+
+mod common;
+use common::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An API at `path` whose caller identity comes from `x-app` / `x-user` (set by the inspector
+/// fixture, standing in for an auth policy), throttled with `throttling` (YAML flow map).
+fn api(id: &str, path: &str, throttling: &str) -> String {
+    format!(
+        "      - id: {id}\n        path: {path}\n        match: prefix\n        backend: {{mock: {{body: ok}}}}\n        policies:\n          - {{plugin: inspector}}\n          - {{plugin: throttling, config: {throttling}}}\n"
+    )
+}
+
+fn gateway(apis: &[String]) -> Gateway {
+    Gateway::start(&format!(
+        "plugins: {{inspector: {{path: '{}'}}}}\ngroups:\n  - id: g\n    apis:\n{}",
+        fixture("inspector").display(),
+        apis.concat()
+    ))
+}
+
+async fn statuses(c: &HttpClient, url: &str, headers: &[(&str, &str)], n: usize) -> Vec<u16> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(c.get(url, headers).await.status);
+    }
+    out
+}
+
+fn ok_then_429(ok: usize, total: usize) -> Vec<u16> {
+    (0..total).map(|i| if i < ok { 200 } else { 429 }).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_mode_admits_exactly_the_limit_in_each_window_under_concurrent_load() {
+    let gw = gateway(&[api("a", "/a", "{api_limit: 25, period: 1, unit: second, algorithm: local}")]);
+    // Start just after a window boundary (windows are aligned to the epoch), stop just before
+    // the end of the third window: every admitted request belongs to one of three windows.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(1000 - now % 1000 + 30)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, limited, other) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (stop, ok, limited, other, url) =
+            (stop.clone(), ok.clone(), limited.clone(), other.clone(), gw.url("/a"));
+        tasks.push(tokio::spawn(async move {
+            let c = HttpClient::default();
+            while !stop.load(Ordering::Relaxed) {
+                match c.get(&url, &[]).await.status {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    429 => limited.fetch_add(1, Ordering::Relaxed),
+                    _ => other.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2900)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(other.load(Ordering::Relaxed), 0);
+    assert!(limited.load(Ordering::Relaxed) > 100, "the load did not saturate the limit");
+    assert_eq!(ok.load(Ordering::Relaxed), 3 * 25, "2xx over three full windows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_request_gets_429_with_code_retry_after_and_rate_limit_headers() {
+    let gw = gateway(&[api("a", "/a", "{api_limit: 2, period: 1, unit: minute, algorithm: local}")]);
+    let c = HttpClient::default();
+    let first = c.get(&gw.url("/a"), &[]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("1"));
+    let reset: u64 = first.header("x-ratelimit-reset").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&reset), "{reset}");
+    assert_eq!(c.get(&gw.url("/a"), &[]).await.header("x-ratelimit-remaining"), Some("0"));
+
+    let r = c.get(&gw.url("/a"), &[]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (429, "APIG.0308"));
+    assert_eq!(r.json()["error_msg"], "The throttling threshold has been reached");
+    assert_eq!(r.json()["request_id"].as_str(), r.header("x-request-id"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_denies_all() {
+    let gw = gateway(&[api("a", "/a", "{api_limit: 0, algorithm: local}")]);
+    assert_eq!(HttpClient::default().get(&gw.url("/a"), &[]).await.status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_app_and_ip_limits_count_each_caller_separately_and_exclusions_override() {
+    let cfg = "{api_limit: 100, user_limit: 3, app_limit: 4, unit: minute, algorithm: local, exclusions: {apps: [{id: vip, limit: 6}], users: [{name: root, limit: 1}]}}";
+    let gw = gateway(&[
+        api("a", "/a", cfg),
+        api("ip", "/ip", "{api_limit: 100, ip_limit: 2, unit: minute, algorithm: local}"),
+    ]);
+    let c = HttpClient::default();
+    let url = gw.url("/a");
+    assert_eq!(statuses(&c, &url, &[("x-user", "alice")], 5).await, ok_then_429(3, 5));
+    assert_eq!(statuses(&c, &url, &[("x-user", "bob")], 4).await, ok_then_429(3, 4));
+    assert_eq!(statuses(&c, &url, &[("x-app", "app-1")], 6).await, ok_then_429(4, 6));
+    assert_eq!(statuses(&c, &url, &[("x-app", "vip")], 8).await, ok_then_429(6, 8));
+    assert_eq!(statuses(&c, &url, &[("x-user", "root")], 3).await, ok_then_429(1, 3));
+    // No identity: only the API limit applies.
+    assert_eq!(statuses(&c, &url, &[], 5).await, ok_then_429(5, 5));
+    assert_eq!(statuses(&c, &gw.url("/ip"), &[], 4).await, ok_then_429(2, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_rules_match_in_order_with_each_operator() {
+    let cfg = r#"{api_limit: 1, unit: minute, algorithm: local,
+      parameters: [{name: tier, from: header, key: X-Tier}, {name: plan, from: query, key: plan},
+                   {name: path, from: system, key: reqPath}, {name: method, from: system, key: method},
+                   {name: id, from: path, key: id}],
+      rules: [
+        {name: gold, when: {all: [{param: tier, op: "==", value: gold}, {param: method, op: "==", value: GET}]}, limit: 5},
+        {name: plans, when: {any: [{param: plan, op: in, value: [pro, team]}, {param: id, op: "==", value: "42"}]}, limit: 3},
+        {name: reports, when: {all: [{param: path, op: "~~", value: "/r/reports/[0-9]+"}]}, limit: 2}]}"#;
+    let gw = Gateway::start(&format!(
+        "groups:\n  - id: g\n    apis:\n      - id: r\n        path: '/r/{{id}}'\n        backend: {{mock: {{body: ok}}}}\n        policies: [{{plugin: throttling, config: {cfg}}}]\n      - id: reports\n        path: '/r/reports/{{id}}'\n        backend: {{mock: {{body: ok}}}}\n        policies: [{{plugin: throttling, config: {cfg}}}]\n"
+    ));
+    let c = HttpClient::default();
+    // Rule 1 (AND): gold and GET.
+    assert_eq!(statuses(&c, &gw.url("/r/1"), &[("x-tier", "gold")], 6).await, ok_then_429(5, 6));
+    // Gold but POST does not match rule 1; rule 2 (OR) via `in`.
+    let r = c.send("POST", &gw.url("/r/1?plan=team"), &[("x-tier", "gold")], "").await;
+    assert_eq!((r.status, r.header("x-ratelimit-limit")), (200, Some("3")));
+    // Rule 2 via the path parameter; same rule, same counter.
+    assert_eq!(statuses(&c, &gw.url("/r/42"), &[], 3).await, ok_then_429(2, 3));
+    // Rule 3 (regex) on the other API; its own counters (basic scope).
+    assert_eq!(statuses(&c, &gw.url("/r/reports/7"), &[], 3).await, ok_then_429(2, 3));
+    // No rule matches: the API limit (1).
+    assert_eq!(statuses(&c, &gw.url("/r/5?plan=free"), &[], 2).await, ok_then_429(1, 2));
+    // The regex is anchored: a longer path is not a match.
+    assert_eq!(c.get(&gw.url("/r/reports/7x"), &[]).await.header("x-ratelimit-limit"), Some("1"));
+}
+
+#[test]
+fn bad_throttling_configs_are_rejected_naming_the_field() {
+    let rules: Vec<String> =
+        (0..101).map(|_| "{when: {all: [{param: p, op: '==', value: x}]}, limit: 1}".to_string()).collect();
+    let cases = [
+        ("{api_limit: 10, user_limit: 11}".to_string(), "config.user_limit: 11 is above api_limit (10)"),
+        ("{api_limit: 10, ip_limit: 20}".into(), "config.ip_limit"),
+        (format!("{{api_limit: 10, parameters: [{{name: p, from: header, key: x}}], rules: [{}]}}", rules.join(",")), "config.rules: 101 given, at most 100"),
+        ("{api_limit: 10, parameters: [{name: p, from: header, key: x}], rules: [{when: {all: [{param: p, op: '~~', value: '(unclosed'}]}, limit: 1}]}".into(), "config.rules[0].when.all[0].value: bad regular expression"),
+        ("{api_limit: 10, rules: [{when: {any: [{param: nope, op: '==', value: x}]}, limit: 1}]}".into(), "config.rules[0].when.any[0].param: `nope` is not one of `parameters`"),
+        ("{api_limit: 10, parameters: [{name: p, from: system, key: hostname}]}".into(), "config.parameters[0].key"),
+        ("{api_limit: 10, period: 0}".into(), "config.period"),
+        ("{api_limit: 10, unit: fortnight}".into(), "unknown variant `fortnight`"),
+        ("{user_limit: 1}".into(), "missing field `api_limit`"),
+    ];
+    for (cfg, expected) in cases {
+        let (ok, out) = validate(&one_binding("throttling", &cfg));
+        assert!(!ok, "accepted: {cfg}");
+        assert!(
+            out.contains("policies[0] (throttling)") && out.contains(expected),
+            "expected `{expected}` in:\n{out}"
+        );
+    }
+}
