@@ -71,14 +71,14 @@ async fn local_mode_admits_exactly_the_limit_in_each_window_under_concurrent_loa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_request_gets_429_with_code_retry_after_and_rate_limit_headers() {
-    let gw = gateway(&[api("a", "/a", "{api_limit: 2, period: 1, unit: minute, algorithm: local}")]);
+    let gw = gateway(&[api("a", "/a", "{api_limit: 2, period: 1, unit: hour, algorithm: local}")]);
     let c = HttpClient::default();
     let first = c.get(&gw.url("/a"), &[]).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.header("x-ratelimit-limit"), Some("2"));
     assert_eq!(first.header("x-ratelimit-remaining"), Some("1"));
     let reset: u64 = first.header("x-ratelimit-reset").unwrap().parse().unwrap();
-    assert!((1..=60).contains(&reset), "{reset}");
+    assert!((1..=3600).contains(&reset), "{reset}");
     assert_eq!(c.get(&gw.url("/a"), &[]).await.header("x-ratelimit-remaining"), Some("0"));
 
     let r = c.get(&gw.url("/a"), &[]).await;
@@ -86,7 +86,7 @@ async fn throttled_request_gets_429_with_code_retry_after_and_rate_limit_headers
     assert_eq!(r.json()["error_msg"], "The throttling threshold has been reached");
     assert_eq!(r.json()["request_id"].as_str(), r.header("x-request-id"));
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=60).contains(&retry));
+    assert!((1..=3600).contains(&retry));
     assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
 }
 
@@ -98,10 +98,10 @@ async fn zero_denies_all() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_app_and_ip_limits_count_each_caller_separately_and_exclusions_override() {
-    let cfg = "{api_limit: 100, user_limit: 3, app_limit: 4, unit: minute, algorithm: local, exclusions: {apps: [{id: vip, limit: 6}], users: [{name: root, limit: 1}]}}";
+    let cfg = "{api_limit: 100, user_limit: 3, app_limit: 4, unit: hour, algorithm: local, exclusions: {apps: [{id: vip, limit: 6}], users: [{name: root, limit: 1}]}}";
     let gw = gateway(&[
         api("a", "/a", cfg),
-        api("ip", "/ip", "{api_limit: 100, ip_limit: 2, unit: minute, algorithm: local}"),
+        api("ip", "/ip", "{api_limit: 100, ip_limit: 2, unit: hour, algorithm: local}"),
     ]);
     let c = HttpClient::default();
     let url = gw.url("/a");
@@ -117,7 +117,7 @@ async fn user_app_and_ip_limits_count_each_caller_separately_and_exclusions_over
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parameter_rules_match_in_order_with_each_operator() {
-    let cfg = r#"{api_limit: 1, unit: minute, algorithm: local,
+    let cfg = r#"{api_limit: 1, unit: hour, algorithm: local,
       parameters: [{name: tier, from: header, key: X-Tier}, {name: plan, from: query, key: plan},
                    {name: path, from: system, key: reqPath}, {name: method, from: system, key: method},
                    {name: id, from: path, key: id}],
@@ -166,5 +166,49 @@ fn bad_throttling_configs_are_rejected_naming_the_field() {
             out.contains("policies[0] (throttling)") && out.contains(expected),
             "expected `{expected}` in:\n{out}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_policy_counts_all_its_apis_together_and_a_basic_one_each_alone() {
+    let gw = Gateway::start(
+        "policies:\n  together: {plugin: throttling, config: {type: shared, api_limit: 3, unit: hour, algorithm: local}}\n  apart: {plugin: throttling, config: {type: basic, api_limit: 2, unit: hour, algorithm: local}}\ngroups:\n  - id: g\n    apis:\n      - {id: a, path: /a, backend: {mock: {}}, policies: [{policy: together}]}\n      - {id: b, path: /b, backend: {mock: {}}, policies: [{policy: together}]}\n      - {id: c, path: /c, backend: {mock: {}}, policies: [{policy: apart}]}\n      - {id: d, path: /d, backend: {mock: {}}, policies: [{policy: apart}]}\n      - {id: e, path: /e, backend: {mock: {}}, policies: [{plugin: throttling, config: {type: shared, api_limit: 1, unit: hour, algorithm: local}}]}\n",
+    );
+    let c = HttpClient::default();
+    let mut shared = statuses(&c, &gw.url("/a"), &[], 2).await;
+    shared.extend(statuses(&c, &gw.url("/b"), &[], 2).await);
+    shared.extend(statuses(&c, &gw.url("/a"), &[], 1).await);
+    assert_eq!(shared, ok_then_429(3, 5));
+    assert_eq!(statuses(&c, &gw.url("/c"), &[], 3).await, ok_then_429(2, 3));
+    assert_eq!(statuses(&c, &gw.url("/d"), &[], 3).await, ok_then_429(2, 3));
+    // An inline binding is its own policy, even with type shared.
+    assert_eq!(statuses(&c, &gw.url("/e"), &[], 2).await, ok_then_429(1, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_period_unit_sets_the_window_and_a_day_rolls_over_with_the_clock() {
+    let body = |unit: &str| {
+        format!(
+            "groups:\n  - id: g\n    apis:\n      - {{id: a, path: /a, backend: {{mock: {{}}}}, policies: [{{plugin: throttling, config: {{api_limit: 2, period: 1, unit: {unit}, algorithm: local}}}}]}}\n"
+        )
+    };
+    let c = HttpClient::default();
+    for (unit, max_reset) in [("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400)] {
+        let gw = Gateway::start(&body(unit));
+        let r = c.get(&gw.url("/a"), &[]).await;
+        let reset: u64 = r.header("x-ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=max_reset).contains(&reset), "{unit}: reset {reset}");
+        if unit == "day" {
+            assert_eq!(statuses(&c, &gw.url("/a"), &[], 2).await, ok_then_429(1, 2));
+            // A day later (the plugins' clock moved by the config), the window is new. The
+            // counters survive the reload: only the clock makes the difference.
+            gw.rewrite_config_whole(&format!(
+                "{}{}",
+                config_header_with("clock_offset_ms: 86400000"),
+                body("day")
+            ));
+            gw.expect_log("config reloaded").await;
+            assert_eq!(statuses(&c, &gw.url("/a"), &[], 3).await, ok_then_429(2, 3));
+        }
     }
 }

@@ -132,9 +132,15 @@ pub fn temp_dir() -> PathBuf {
 /// Prefix for test configs: an ephemeral port and a plugin cache shared by the whole run,
 /// so each plugin is compiled once.
 pub fn config_header() -> String {
+    config_header_with("")
+}
+
+/// The header with more `gateway:` settings (`"clock_offset_ms: 1000"`).
+pub fn config_header_with(gateway: &str) -> String {
     let cache = repo_root().join("target/test-plugin-cache");
+    let extra = if gateway.is_empty() { String::new() } else { format!(", {gateway}") };
     format!(
-        "listeners: [{{address: '127.0.0.1:0'}}]\ngateway: {{plugin_cache_dir: '{}', drain_timeout_ms: 5000}}\n",
+        "listeners: [{{address: '127.0.0.1:0'}}]\ngateway: {{plugin_cache_dir: '{}', drain_timeout_ms: 5000{extra}}}\n",
         cache.display()
     )
 }
@@ -204,8 +210,13 @@ impl Gateway {
 
     /// Replace the config file (hot reload picks it up).
     pub fn rewrite_config(&self, body: &str) {
+        self.rewrite_config_whole(&format!("{}{body}", config_header()));
+    }
+
+    /// Replace the config file with `yaml` as it is, header included.
+    pub fn rewrite_config_whole(&self, yaml: &str) {
         let tmp = self.dir.join("next.yaml");
-        std::fs::write(&tmp, format!("{}{body}", config_header())).unwrap();
+        std::fs::write(&tmp, yaml).unwrap();
         std::fs::rename(&tmp, &self.config).unwrap();
     }
 

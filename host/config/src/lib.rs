@@ -44,6 +44,10 @@ pub struct GatewayConfig {
     /// Custom plugins by name; the built-in ones need no entry.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSource>,
+    /// Named policies, bound to APIs with `{policy: NAME}`. One named policy bound to several
+    /// APIs is one binding: its state (counters, kv) is shared by those APIs.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyBinding>,
     #[serde(default)]
     pub groups: Vec<ApiGroup>,
 }
@@ -69,11 +73,19 @@ pub struct GatewaySettings {
     pub plugin_cache_dir: Option<PathBuf>,
     /// The deployment environment APIs are served in (`RELEASE` unless set).
     pub environment: String,
+    /// Shifts the clock plugins read (`wasmgate:plugin/clock`, counter windows), for drills
+    /// and tests of day-long windows. Leave at 0 in production.
+    pub clock_offset_ms: i64,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        GatewaySettings { drain_timeout_ms: 10_000, plugin_cache_dir: None, environment: "RELEASE".into() }
+        GatewaySettings {
+            drain_timeout_ms: 10_000,
+            plugin_cache_dir: None,
+            environment: "RELEASE".into(),
+            clock_offset_ms: 0,
+        }
     }
 }
 
@@ -195,7 +207,12 @@ fn default_mock_status() -> u16 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBinding {
+    #[serde(default)]
     pub plugin: String,
+    /// Bind the named policy from the top-level `policies:` instead (and set nothing else).
+    /// After loading, a binding that named a policy carries that policy's fields too.
+    #[serde(default)]
+    pub policy: Option<String>,
     /// Handed to the plugin as JSON; the plugin validates it at load.
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
@@ -273,6 +290,7 @@ impl GatewayConfig {
             location,
             message,
         })?;
+        config.resolve_named_policies();
         Ok(config)
     }
 
@@ -318,35 +336,94 @@ impl GatewayConfig {
                 }
                 api.validate().map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
                 for (i, b) in api.policies.iter().enumerate() {
-                    let ploc = format!("{aloc} > policies[{i}] ({})", b.plugin);
-                    if !BUILTIN_PLUGINS.contains(&b.plugin.as_str()) && !self.plugins.contains_key(&b.plugin)
-                    {
-                        return err(
-                            ploc,
-                            format!(
-                                "unknown plugin `{}`: not built in ({}) and not listed under `plugins:`",
-                                b.plugin,
-                                BUILTIN_PLUGINS.join(", ")
-                            ),
-                        );
-                    }
-                    let l = b.limits;
-                    if !(1..=MAX_CPU_MS).contains(&l.cpu_ms) {
-                        return err(
-                            format!("{ploc} > limits.cpu_ms"),
-                            format!("{} is outside 1..={MAX_CPU_MS}", l.cpu_ms),
-                        );
-                    }
-                    if !(1..=MAX_MEMORY_MIB).contains(&l.memory_mib) {
-                        return err(
-                            format!("{ploc} > limits.memory_mib"),
-                            format!("{} is outside 1..={MAX_MEMORY_MIB}", l.memory_mib),
-                        );
+                    match &b.policy {
+                        Some(name) => {
+                            let ploc = format!("{aloc} > policies[{i}] (policy {name})");
+                            if !self.policies.contains_key(name) {
+                                return err(ploc, format!("unknown policy `{name}`: not under `policies:`"));
+                            }
+                            let default = PolicyBinding { policy: Some(name.clone()), ..Default::default() };
+                            if b.plugin != default.plugin
+                                || b.config != default.config
+                                || b.on_error != default.on_error
+                                || b.limits != default.limits
+                            {
+                                return err(
+                                    ploc,
+                                    "a binding that names a policy sets nothing else: plugin, config, on_error \
+                                     and limits belong to the named policy"
+                                        .into(),
+                                );
+                            }
+                        }
+                        None => self.check_binding(b, &format!("{aloc} > policies[{i}] ({})", b.plugin))?,
                     }
                 }
             }
         }
+        for (name, b) in &self.policies {
+            let ploc = format!("policies.{name} ({})", b.plugin);
+            if b.policy.is_some() {
+                return err(ploc, "a named policy cannot name another policy".into());
+            }
+            self.check_binding(b, &ploc)?;
+        }
         Ok(())
+    }
+}
+
+impl GatewayConfig {
+    /// A binding's plugin is known and its limits are in range.
+    fn check_binding(&self, b: &PolicyBinding, ploc: &str) -> Result<(), (String, String)> {
+        if !BUILTIN_PLUGINS.contains(&b.plugin.as_str()) && !self.plugins.contains_key(&b.plugin) {
+            return Err((
+                ploc.to_string(),
+                format!(
+                    "unknown plugin `{}`: not built in ({}) and not listed under `plugins:`",
+                    b.plugin,
+                    BUILTIN_PLUGINS.join(", ")
+                ),
+            ));
+        }
+        let l = b.limits;
+        if !(1..=MAX_CPU_MS).contains(&l.cpu_ms) {
+            return Err((
+                format!("{ploc} > limits.cpu_ms"),
+                format!("{} is outside 1..={MAX_CPU_MS}", l.cpu_ms),
+            ));
+        }
+        if !(1..=MAX_MEMORY_MIB).contains(&l.memory_mib) {
+            return Err((
+                format!("{ploc} > limits.memory_mib"),
+                format!("{} is outside 1..={MAX_MEMORY_MIB}", l.memory_mib),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Give every binding that names a policy that policy's plugin, config and settings.
+    fn resolve_named_policies(&mut self) {
+        for group in &mut self.groups {
+            for api in &mut group.apis {
+                for b in &mut api.policies {
+                    if let Some(name) = b.policy.take() {
+                        *b = PolicyBinding { policy: Some(name.clone()), ..self.policies[&name].clone() };
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Default for PolicyBinding {
+    fn default() -> Self {
+        PolicyBinding {
+            plugin: String::new(),
+            policy: None,
+            config: empty_object(),
+            on_error: OnError::default(),
+            limits: PluginLimits::default(),
+        }
     }
 }
 
@@ -483,6 +560,26 @@ mod tests {
     fn duplicate_ids_are_refused() {
         let yaml = format!("{API}  - id: a\n    path: /y\n    backend: {{mock: {{}}}}\n");
         assert!(parse(&yaml).unwrap_err().message.contains("used twice"));
+    }
+
+    #[test]
+    fn named_policies_resolve_into_the_bindings_that_name_them() {
+        let named = "policies:\n  slow: {plugin: cors, config: {max_age: 5}, limits: {cpu_ms: 7}}\n";
+        let c = parse(&format!("{named}{API}    policies: [{{policy: slow}}]\n")).unwrap();
+        let b = &c.groups[0].apis[0].policies[0];
+        assert_eq!((b.plugin.as_str(), b.policy.as_deref(), b.limits.cpu_ms), ("cors", Some("slow"), 7));
+        assert_eq!(b.config["max_age"], 5);
+
+        let e = parse(&format!("{named}{API}    policies: [{{policy: fast}}]\n")).unwrap_err();
+        assert!(e.message.contains("unknown policy `fast`"), "{e}");
+        let e = parse(&format!("{named}{API}    policies: [{{policy: slow, config: {{max_age: 1}}}}]\n"))
+            .unwrap_err();
+        assert!(
+            e.location.ends_with("policies[0] (policy slow)") && e.message.contains("sets nothing else"),
+            "{e}"
+        );
+        let e = parse(&format!("policies:\n  p: {{plugin: nope}}\n{API}")).unwrap_err();
+        assert_eq!(e.location, "policies.p (nope)");
     }
 
     #[test]

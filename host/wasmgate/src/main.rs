@@ -108,6 +108,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     let cfg = GatewayConfig::load(&config_path)?;
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
     let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
+    runtime.capabilities().clock.set_offset_ms(cfg.gateway.clock_offset_ms);
     let state = Arc::new(ProxyState::new(snapshot));
 
     // Reload triggers are in place before the first request can arrive, so no change made
@@ -189,6 +190,7 @@ impl Reloader {
         .await;
         match built {
             Ok(Ok((cfg, snapshot))) => {
+                self.runtime.capabilities().clock.set_offset_ms(cfg.gateway.clock_offset_ms);
                 self.state.swap(snapshot);
                 if cfg.listeners.iter().map(|l| l.address).ne(self.listeners.iter().copied()) {
                     warn!("listener changes take effect on restart only");

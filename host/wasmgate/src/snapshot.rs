@@ -30,11 +30,19 @@ pub fn build(
     let mut pools: HashMap<(String, u32), PoolBuilder> = HashMap::new();
     let mut pool_order: Vec<(String, u32)> = Vec::new();
     let mut placed: Vec<((String, u32), u32, String)> = Vec::new(); // (pool, number, location)
+    // A named policy is one binding however many APIs bind it.
+    let mut named: HashMap<&str, ((String, u32), u32)> = HashMap::new();
     for group in &cfg.groups {
         for api in &group.apis {
             for (i, b) in api.policies.iter().enumerate() {
-                let location =
-                    format!("group `{}` > api `{}` > policies[{i}] ({})", group.id, api.id, b.plugin);
+                let location = match &b.policy {
+                    Some(name) => format!("policies.{name} ({})", b.plugin),
+                    None => format!("group `{}` > api `{}` > policies[{i}] ({})", group.id, api.id, b.plugin),
+                };
+                if let Some((key, number)) = b.policy.as_deref().and_then(|n| named.get(n)) {
+                    placed.push((key.clone(), *number, location));
+                    continue;
+                }
                 let key = (b.plugin.clone(), b.limits.memory_mib);
                 if !pools.contains_key(&key) {
                     let path = if BUILTIN_PLUGINS.contains(&b.plugin.as_str()) {
@@ -49,27 +57,33 @@ pub fn build(
                     pools.insert(key.clone(), builder);
                     pool_order.push(key.clone());
                 }
-                let namespace = format!("{}#{i}:{}", api.id, b.plugin);
+                let namespace = match &b.policy {
+                    Some(name) => format!("policy:{name}"),
+                    None => format!("{}#{i}:{}", api.id, b.plugin),
+                };
                 let number = pools.get_mut(&key).expect("inserted above").add(
                     namespace,
                     api.id.clone(),
                     b.config.to_string(),
                     Duration::from_millis(b.limits.cpu_ms),
                 );
+                if let Some(name) = &b.policy {
+                    named.insert(name, (key.clone(), number));
+                }
                 placed.push((key, number, location));
             }
         }
     }
 
     // Pass 2: plugins check their configs.
-    let mut policies: HashMap<(String, u32), Vec<Option<wasmgate_runtime::WasmPolicy>>> = HashMap::new();
+    let mut policies: HashMap<(String, u32), Vec<Arc<wasmgate_runtime::WasmPolicy>>> = HashMap::new();
     for key in pool_order {
         let builder = pools.remove(&key).expect("every key has a builder");
         let results = builder.build().map_err(|e| err(format!("plugin `{}`", key.0), e.to_string()))?;
         let mut ok = Vec::with_capacity(results.len());
         for (number, r) in results.into_iter().enumerate() {
             match r {
-                Ok(p) => ok.push(Some(p)),
+                Ok(p) => ok.push(Arc::new(p)),
                 Err(e) => {
                     let (_, _, location) = placed
                         .iter()
@@ -91,13 +105,12 @@ pub fn build(
             let mut bindings = Vec::with_capacity(api.policies.len());
             for b in &api.policies {
                 let (key, number, _) = placed.next().expect("one placement per binding");
-                let policy =
-                    policies.get_mut(&key).and_then(|v| v[number as usize].take()).expect("built once");
+                let policy = policies[&key][number as usize].clone();
                 let on_error = match b.on_error {
                     config::OnError::Closed => OnError::Closed,
                     config::OnError::Open => OnError::Open,
                 };
-                bindings.push(Binding { policy: Arc::new(policy), on_error });
+                bindings.push(Binding { policy, on_error });
             }
             let backend = match &api.backend {
                 config::Backend::Http(h) => Backend::Http(
