@@ -171,14 +171,23 @@ pub fn one_binding(plugin: &str, config: &str) -> String {
 impl Gateway {
     /// Start with `body` (YAML after the listener/cache header).
     pub fn start(body: &str) -> Gateway {
-        Self::try_start(body).unwrap_or_else(|e| panic!("gateway did not start:\n{e}"))
+        Self::start_whole(&format!("{}{body}", config_header()))
+    }
+
+    /// Start with `yaml` as the whole config file.
+    pub fn start_whole(yaml: &str) -> Gateway {
+        Self::try_start_whole(yaml).unwrap_or_else(|e| panic!("gateway did not start:\n{e}"))
     }
 
     /// Start, or return what the gateway printed when it exited instead.
     pub fn try_start(body: &str) -> Result<Gateway, String> {
+        Self::try_start_whole(&format!("{}{body}", config_header()))
+    }
+
+    fn try_start_whole(yaml: &str) -> Result<Gateway, String> {
         let dir = temp_dir();
         let config = dir.join("gateway.yaml");
-        std::fs::write(&config, format!("{}{body}", config_header())).unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let mut child = wasmgate()
             .args(["run", "-c"])
             .arg(&config)
@@ -253,6 +262,64 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A `redis-server` on a loopback port of its own, without persistence. Killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Redis { port, child: None };
+        r.restart();
+        r
+    }
+
+    /// Start again on the same port (after `stop`), with no data.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/setup installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server did not listen on {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

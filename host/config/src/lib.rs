@@ -73,6 +73,9 @@ pub struct GatewaySettings {
     pub plugin_cache_dir: Option<PathBuf>,
     /// The deployment environment APIs are served in (`RELEASE` unless set).
     pub environment: String,
+    /// Redis for cluster-wide counters (`consistency: cluster`, throttling's `counter`
+    /// algorithm). Without it, every node counts alone.
+    pub redis: Option<RedisSettings>,
     /// Shifts the clock plugins read (`wasmgate:plugin/clock`, counter windows), for drills
     /// and tests of day-long windows. Leave at 0 in production.
     pub clock_offset_ms: i64,
@@ -84,9 +87,24 @@ impl Default for GatewaySettings {
             drain_timeout_ms: 10_000,
             plugin_cache_dir: None,
             environment: "RELEASE".into(),
+            redis: None,
             clock_offset_ms: 0,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// How long a counter check waits for Redis before counting locally instead.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_redis_timeout() -> u64 {
+    50
 }
 
 /// A custom plugin: a Wasm component on disk.
@@ -309,6 +327,17 @@ impl GatewayConfig {
         for name in self.plugins.keys() {
             if BUILTIN_PLUGINS.contains(&name.as_str()) {
                 return err(format!("plugins.{name}"), "this name belongs to a built-in plugin".into());
+            }
+        }
+        if let Some(r) = &self.gateway.redis {
+            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                return err("gateway.redis.url".into(), format!("`{}` is not a redis:// URL", r.url));
+            }
+            if !(1..=10_000).contains(&r.timeout_ms) {
+                return err(
+                    "gateway.redis.timeout_ms".into(),
+                    format!("{} is outside 1..=10000", r.timeout_ms),
+                );
             }
         }
         let mut group_ids = HashSet::new();

@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use wasmgate_config::GatewayConfig;
 use wasmgate_proxy::ProxyState;
 use wasmgate_runtime::PluginRuntime;
+use wasmgate_runtime::capabilities::cluster::ClusterCounters;
 
 #[derive(Parser)]
 #[command(
@@ -109,6 +110,16 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
     let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
     runtime.capabilities().clock.set_offset_ms(cfg.gateway.clock_offset_ms);
+    if let Some(redis) = &cfg.gateway.redis {
+        let cluster = ClusterCounters::new(
+            &redis.url,
+            Duration::from_millis(redis.timeout_ms),
+            tokio::runtime::Handle::current(),
+        )
+        .with_context(|| format!("gateway.redis.url `{}`", redis.url))?;
+        let _ = runtime.capabilities().cluster.set(cluster);
+        info!(url = %redis.url, "cluster counters in redis");
+    }
     let state = Arc::new(ProxyState::new(snapshot));
 
     // Reload triggers are in place before the first request can arrive, so no change made
@@ -147,6 +158,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
         runtime,
         state,
         listeners: cfg.listeners.iter().map(|l| l.address).collect(),
+        redis: cfg.gateway.redis.clone(),
     };
     loop {
         tokio::select! {
@@ -175,6 +187,7 @@ struct Reloader {
     runtime: Arc<PluginRuntime>,
     state: Arc<ProxyState>,
     listeners: Vec<std::net::SocketAddr>,
+    redis: Option<wasmgate_config::RedisSettings>,
 }
 
 impl Reloader {
@@ -194,6 +207,9 @@ impl Reloader {
                 self.state.swap(snapshot);
                 if cfg.listeners.iter().map(|l| l.address).ne(self.listeners.iter().copied()) {
                     warn!("listener changes take effect on restart only");
+                }
+                if cfg.gateway.redis != self.redis {
+                    warn!("gateway.redis changes take effect on restart only");
                 }
                 info!("config reloaded");
             }

@@ -65,12 +65,17 @@ impl Host for HostState {
         delta: u32,
         limit: u64,
         window_ms: u64,
-        _consistency: Consistency,
+        consistency: Consistency,
     ) -> WindowCount {
-        // Cluster-wide counting (Redis) arrives with the throttling work; until then both
-        // consistencies count on this node, which is what `cluster` falls back to anyway.
         let key = self.scope().key(&key);
         let now = self.caps.clock.now_ms();
+        // Cluster counting when Redis is configured and answering; this node's counters
+        // otherwise (no Redis configured, or Redis down).
+        if let (Consistency::Cluster, Some(cluster)) = (consistency, self.caps.cluster.get())
+            && let Some(w) = cluster.increment(&key, delta, limit, window_ms, now)
+        {
+            return w;
+        }
         self.caps.counters.increment(key, delta, limit, window_ms, now)
     }
 }

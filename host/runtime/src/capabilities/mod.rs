@@ -3,6 +3,7 @@
 //! binding's namespace, so two bindings never see each other's counters or state.
 
 pub mod clock;
+pub mod cluster;
 pub mod counters;
 pub mod http_outbound;
 pub mod kv;
@@ -16,6 +17,8 @@ use std::sync::Arc;
 pub struct Capabilities {
     pub clock: clock::Clock,
     pub counters: counters::LocalCounters,
+    /// Set once at start-up when the gateway is configured with Redis.
+    pub cluster: std::sync::OnceLock<cluster::ClusterCounters>,
     pub kv: kv::KvStore,
 }
 
