@@ -282,3 +282,39 @@ async fn redis_down_means_local_counting_without_errors_and_recovery_when_it_ret
     assert_eq!(statuses(&c, &b.url("/a"), &[], 3).await, [200, 200, 429]);
     a.expect_log("redis answers again").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traditional_request_throttling_is_the_same_machinery_with_a_simpler_config() {
+    let gw = Gateway::start(&format!(
+        "plugins: {{inspector: {{path: '{}'}}}}\ngroups:\n  - id: g\n    apis:\n      - {{id: a, path: /a, backend: {{mock: {{}}}}, policies: [{{plugin: inspector}}, {{plugin: request-throttling, config: {{api_limit: 3, user_limit: 1, period: 1, unit: hour, algorithm: local}}}}]}}\n",
+        fixture("inspector").display()
+    ));
+    let c = HttpClient::default();
+    assert_eq!(statuses(&c, &gw.url("/a"), &[("x-user", "alice")], 2).await, [200, 429]);
+    assert_eq!(statuses(&c, &gw.url("/a"), &[], 3).await, [200, 200, 429]);
+    let (ok, out) = validate(&one_binding("request-throttling", "{api_limit: 3, rules: []}"));
+    assert!(!ok && out.contains("unknown field `rules`"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_quota_counts_each_app_across_the_apis_of_the_policy() {
+    let gw = Gateway::start(&format!(
+        "plugins: {{inspector: {{path: '{}'}}}}\npolicies:\n  quota: {{plugin: credential-quota, config: {{limit: 2, unit: day, algorithm: local}}}}\ngroups:\n  - id: g\n    apis:\n      - {{id: a, path: /a, backend: {{mock: {{}}}}, policies: [{{plugin: inspector}}, {{policy: quota}}]}}\n      - {{id: b, path: /b, backend: {{mock: {{}}}}, policies: [{{plugin: inspector}}, {{policy: quota}}]}}\n",
+        fixture("inspector").display()
+    ));
+    let c = HttpClient::default();
+    let app1 = [("x-app", "app-1")];
+    assert_eq!(c.get(&gw.url("/a"), &app1).await.status, 200);
+    assert_eq!(c.get(&gw.url("/b"), &app1).await.status, 200);
+    let r = c.get(&gw.url("/a"), &app1).await;
+    assert_eq!((r.status, r.error_code().as_str()), (429, "APIG.0310"));
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(statuses(&c, &gw.url("/b"), &[("x-app", "app-2")], 3).await, [200, 200, 429]);
+    // No credential, no quota.
+    assert_eq!(statuses(&c, &gw.url("/a"), &[], 4).await, [200; 4]);
+    let (ok, out) = validate(&one_binding("credential-quota", "{limit: 5, unit: second}"));
+    assert!(
+        !ok && out.contains("policies[0] (credential-quota)") && out.contains("unknown variant `second`"),
+        "{out}"
+    );
+}

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Built-in plugins bundled with the gateway; any other name must be in `plugins:`.
-pub const BUILTIN_PLUGINS: &[&str] = &["cors", "response-headers", "throttling"];
+pub const BUILTIN_PLUGINS: &[&str] =
+    &["cors", "response-headers", "throttling", "request-throttling", "credential-quota"];
 
 /// A config that could not be loaded: which file, where in it, and what is wrong.
 #[derive(Debug, thiserror::Error)]
