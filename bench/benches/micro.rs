@@ -22,6 +22,11 @@ fn bench(c: &mut Criterion) {
         r#"{"allow_origin":["https://app.example.com"],"allow_credentials":true,"expose_headers":["x-a"]}"#,
     );
     let inspector = binding(&runtime, "fixture:inspector", "{}");
+    let throttling = binding(
+        &runtime,
+        "throttling",
+        r#"{"api_limit":1000000000,"ip_limit":1000000000,"period":1,"unit":"second","algorithm":"local"}"#,
+    );
 
     let route = RouteInfo { api_id: "api".into(), group_id: "group".into(), environment: "RELEASE".into() };
     let mut req_headers = HeaderMap::new();
@@ -73,6 +78,9 @@ fn bench(c: &mut Criterion) {
     let preflight = RequestView { method: &Method::OPTIONS, headers: &preflight_headers, ..request };
     g.bench_function("cors on_request, preflight", |b| {
         b.iter(|| black_box(cors.on_request(black_box(&preflight)).unwrap()))
+    });
+    g.bench_function("throttling on_request, API + IP limits, local counters", |b| {
+        b.iter(|| black_box(throttling.on_request(black_box(&request)).unwrap()))
     });
     // The built-ins need no response or log phase; the inspector fixture has both.
     g.bench_function("inspector on_response", |b| {

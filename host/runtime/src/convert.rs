@@ -154,8 +154,27 @@ fn invalid(what: impl std::fmt::Display) -> PolicyError {
     PolicyError::InvalidAction(what.to_string())
 }
 
+/// Header names that are not among the standard ones allocate when parsed; plugins send the
+/// same few again and again (`x-ratelimit-remaining`), so each thread keeps the ones it has
+/// seen (up to a bound) and clones them, which only bumps a reference count.
 fn header_name(n: &str) -> Result<HeaderName, PolicyError> {
-    HeaderName::from_bytes(n.as_bytes()).map_err(|_| invalid(format_args!("`{n}` is not a header name")))
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    const MAX_CACHED: usize = 256;
+    thread_local! {
+        static SEEN: RefCell<HashMap<Box<str>, HeaderName>> = RefCell::new(HashMap::new());
+    }
+    SEEN.with_borrow_mut(|seen| {
+        if let Some(name) = seen.get(n) {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(n.as_bytes())
+            .map_err(|_| invalid(format_args!("`{n}` is not a header name")))?;
+        if seen.len() < MAX_CACHED {
+            seen.insert(n.into(), name.clone());
+        }
+        Ok(name)
+    })
 }
 
 fn header_pair((n, v): (String, String)) -> Result<(HeaderName, HeaderValue), PolicyError> {

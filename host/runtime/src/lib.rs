@@ -58,6 +58,8 @@ pub struct HostState {
     limits: pool::Limits,
     current: u32,
     scopes: Arc<[capabilities::BindingScope]>,
+    /// Reused for building counter keys, so a counter check allocates nothing on the host.
+    key_buf: String,
     caps: Arc<Capabilities>,
 }
 

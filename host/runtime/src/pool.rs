@@ -193,6 +193,7 @@ impl PluginPool {
             limits: Limits { memory_cap: self.memory_cap, memory_exceeded: false },
             current: 0,
             scopes: self.scopes.clone(),
+            key_buf: String::new(),
             caps: self.runtime.caps.clone(),
         };
         let mut store = Store::new(&self.runtime.engine, state);

@@ -27,12 +27,11 @@ struct Window {
 }
 
 impl LocalCounters {
-    pub fn increment(&self, key: String, delta: u32, limit: u64, window_ms: u64, now_ms: u64) -> WindowCount {
+    pub fn increment(&self, key: &str, delta: u32, limit: u64, window_ms: u64, now_ms: u64) -> WindowCount {
         let window_ms = window_ms.max(1);
         let start_ms = now_ms - now_ms % window_ms;
         let end_ms = start_ms + window_ms;
-        let result = {
-            let mut w = self.windows.entry(key).or_insert(Window { start_ms, end_ms, count: 0 });
+        let count = |w: &mut Window| {
             if w.start_ms != start_ms {
                 *w = Window { start_ms, end_ms, count: 0 };
             }
@@ -42,6 +41,15 @@ impl LocalCounters {
                 w.count = next;
             }
             WindowCount { allowed, count: w.count, reset_ms: end_ms - now_ms }
+        };
+        // A key seen before is counted without allocating; only a new key is copied in.
+        let result = match self.windows.get_mut(key) {
+            Some(mut w) => count(&mut w),
+            None => count(&mut self.windows.entry(key.to_string()).or_insert(Window {
+                start_ms,
+                end_ms,
+                count: 0,
+            })),
         };
         if self.calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.windows.retain(|_, w| w.end_ms > now_ms);
@@ -67,16 +75,17 @@ impl Host for HostState {
         window_ms: u64,
         consistency: Consistency,
     ) -> WindowCount {
-        let key = self.scope().key(&key);
+        let scope = &self.scopes[self.current as usize];
+        scope.key_into(&key, &mut self.key_buf);
         let now = self.caps.clock.now_ms();
         // Cluster counting when Redis is configured and answering; this node's counters
         // otherwise (no Redis configured, or Redis down).
         if let (Consistency::Cluster, Some(cluster)) = (consistency, self.caps.cluster.get())
-            && let Some(w) = cluster.increment(&key, delta, limit, window_ms, now)
+            && let Some(w) = cluster.increment(&self.key_buf, delta, limit, window_ms, now)
         {
             return w;
         }
-        self.caps.counters.increment(key, delta, limit, window_ms, now)
+        self.caps.counters.increment(&self.key_buf, delta, limit, window_ms, now)
     }
 }
 
@@ -89,12 +98,12 @@ mod tests {
         let c = LocalCounters::default();
         let now = 10_000;
         for i in 1..=3 {
-            let r = c.increment("k".into(), 1, 3, 1000, now);
+            let r = c.increment("k", 1, 3, 1000, now);
             assert!(r.allowed && r.count == i);
         }
-        let r = c.increment("k".into(), 1, 3, 1000, now + 999);
+        let r = c.increment("k", 1, 3, 1000, now + 999);
         assert!(!r.allowed && r.count == 3 && r.reset_ms == 1);
-        let r = c.increment("k".into(), 1, 3, 1000, now + 1000);
+        let r = c.increment("k", 1, 3, 1000, now + 1000);
         assert!(r.allowed && r.count == 1);
     }
 
@@ -102,11 +111,11 @@ mod tests {
     fn expired_windows_are_swept() {
         let c = LocalCounters::default();
         for i in 0..SWEEP_EVERY - 1 {
-            c.increment(format!("k{i}"), 1, 10, 1000, 0);
+            c.increment(&format!("k{i}"), 1, 10, 1000, 0);
         }
         assert_eq!(c.len() as u64, SWEEP_EVERY - 1);
         // The sweeping call comes after every earlier window has ended.
-        c.increment("late".into(), 1, 10, 1000, 5000);
+        c.increment("late", 1, 10, 1000, 5000);
         assert_eq!(c.len(), 1);
     }
 }

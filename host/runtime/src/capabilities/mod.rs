@@ -34,10 +34,16 @@ pub struct BindingScope {
 impl BindingScope {
     pub(crate) fn key(&self, key: &str) -> String {
         let mut k = String::with_capacity(self.namespace.len() + 1 + key.len());
-        k.push_str(&self.namespace);
-        k.push('\u{1f}');
-        k.push_str(key);
+        self.key_into(key, &mut k);
         k
+    }
+
+    /// `key` in this binding's namespace, written into `buf` (reused across calls).
+    pub(crate) fn key_into(&self, key: &str, buf: &mut String) {
+        buf.clear();
+        buf.push_str(&self.namespace);
+        buf.push('\u{1f}');
+        buf.push_str(key);
     }
 }
 
