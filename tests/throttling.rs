@@ -37,25 +37,32 @@ fn ok_then_429(ok: usize, total: usize) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_mode_admits_exactly_the_limit_in_each_window_under_concurrent_load() {
     let gw = gateway(&[api("a", "/a", "{api_limit: 25, period: 1, unit: second, algorithm: local}")]);
-    // Start just after a window boundary (windows are aligned to the epoch), stop just before
-    // the end of the third window: every admitted request belongs to one of three windows.
+    let (ok, limited, other) = hammer_three_windows(&[gw.url("/a")]).await;
+    assert_eq!(other, 0);
+    assert!(limited > 100, "the load did not saturate the limit");
+    assert_eq!(ok, 3 * 25, "2xx over three full windows");
+}
+
+/// Eight clients (spread over `urls`) send requests from just after a one-second window
+/// boundary (windows are aligned to the epoch) until just before the end of the third window,
+/// so every admitted request belongs to one of three windows. Returns (2xx, 429, other).
+async fn hammer_three_windows(urls: &[String]) -> (usize, usize, usize) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
     tokio::time::sleep(Duration::from_millis(1000 - now % 1000 + 30)).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let (ok, limited, other) =
-        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counts: Arc<[AtomicUsize; 3]> = Arc::new(Default::default());
     let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (stop, ok, limited, other, url) =
-            (stop.clone(), ok.clone(), limited.clone(), other.clone(), gw.url("/a"));
+    for i in 0..8 {
+        let (stop, counts, url) = (stop.clone(), counts.clone(), urls[i % urls.len()].clone());
         tasks.push(tokio::spawn(async move {
             let c = HttpClient::default();
             while !stop.load(Ordering::Relaxed) {
-                match c.get(&url, &[]).await.status {
-                    200 => ok.fetch_add(1, Ordering::Relaxed),
-                    429 => limited.fetch_add(1, Ordering::Relaxed),
-                    _ => other.fetch_add(1, Ordering::Relaxed),
+                let slot = match c.get(&url, &[]).await.status {
+                    200 => 0,
+                    429 => 1,
+                    _ => 2,
                 };
+                counts[slot].fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
@@ -64,9 +71,8 @@ async fn local_mode_admits_exactly_the_limit_in_each_window_under_concurrent_loa
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(other.load(Ordering::Relaxed), 0);
-    assert!(limited.load(Ordering::Relaxed) > 100, "the load did not saturate the limit");
-    assert_eq!(ok.load(Ordering::Relaxed), 3 * 25, "2xx over three full windows");
+    let [ok, limited, other] = &*counts;
+    (ok.load(Ordering::Relaxed), limited.load(Ordering::Relaxed), other.load(Ordering::Relaxed))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,34 +232,10 @@ async fn counter_mode_is_exact_across_two_gateways_sharing_redis() {
     let redis = Redis::start();
     let cfg = "{api_limit: 20, period: 1, unit: second, algorithm: counter}";
     let (a, b) = (cluster_gateway(&redis, cfg), cluster_gateway(&redis, cfg));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(1000 - now % 1000 + 30)).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, limited, other) =
-        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut tasks = Vec::new();
-    for i in 0..8 {
-        let url = if i % 2 == 0 { a.url("/a") } else { b.url("/a") };
-        let (stop, ok, limited, other) = (stop.clone(), ok.clone(), limited.clone(), other.clone());
-        tasks.push(tokio::spawn(async move {
-            let c = HttpClient::default();
-            while !stop.load(Ordering::Relaxed) {
-                match c.get(&url, &[]).await.status {
-                    200 => ok.fetch_add(1, Ordering::Relaxed),
-                    429 => limited.fetch_add(1, Ordering::Relaxed),
-                    _ => other.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(2900)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    assert_eq!(other.load(Ordering::Relaxed), 0);
-    assert!(limited.load(Ordering::Relaxed) > 100, "the load did not saturate the limit");
-    assert_eq!(ok.load(Ordering::Relaxed), 3 * 20, "2xx over three full windows, both gateways together");
+    let (ok, limited, other) = hammer_three_windows(&[a.url("/a"), b.url("/a")]).await;
+    assert_eq!(other, 0);
+    assert!(limited > 100, "the load did not saturate the limit");
+    assert_eq!(ok, 3 * 20, "2xx over three full windows, both gateways together");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
