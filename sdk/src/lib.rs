@@ -45,6 +45,7 @@ pub use bindings::wasmgate::plugin::types::{
 pub mod host {
     pub use crate::bindings::wasmgate::plugin::clock;
     pub use crate::bindings::wasmgate::plugin::counters;
+    pub use crate::bindings::wasmgate::plugin::credentials;
     pub use crate::bindings::wasmgate::plugin::http_outbound;
     pub use crate::bindings::wasmgate::plugin::kv;
     pub use crate::bindings::wasmgate::plugin::log;

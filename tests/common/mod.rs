@@ -367,11 +367,21 @@ impl HttpClient {
     }
 
     pub async fn send(&self, method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        self.send_bytes(method, url, headers, body.as_bytes().to_vec()).await
+    }
+
+    pub async fn send_bytes(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(url);
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let resp = self.inner.request(req).await.unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Built-in plugins bundled with the gateway; any other name must be in `plugins:`.
 pub const BUILTIN_PLUGINS: &[&str] =
-    &["cors", "response-headers", "throttling", "request-throttling", "credential-quota"];
+    &["cors", "response-headers", "throttling", "request-throttling", "credential-quota", "app-auth"];
 
 /// A config that could not be loaded: which file, where in it, and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +49,46 @@ pub struct GatewayConfig {
     /// APIs is one binding: its state (counters, kv) is shared by those APIs.
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyBinding>,
+    /// Apps that authenticate to APIs (AK/SK, AppCode, Basic).
+    #[serde(default)]
+    pub credentials: Vec<Credential>,
     #[serde(default)]
     pub groups: Vec<ApiGroup>,
+}
+
+/// An app: its keys and the APIs (or whole groups) it may call.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// Access key (AK).
+    pub key: String,
+    /// Secret key (SK). Never logged.
+    pub secret: String,
+    /// For simple authentication (`X-Apig-AppCode`). Never logged.
+    #[serde(default)]
+    pub app_code: Option<String>,
+    /// API ids this app is authorised for.
+    #[serde(default)]
+    pub apis: Vec<String>,
+    /// Group ids: every API of these groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("secret", &"<redacted>")
+            .field("app_code", &self.app_code.as_ref().map(|_| "<redacted>"))
+            .field("apis", &self.apis)
+            .field("groups", &self.groups)
+            .finish()
+    }
 }
 
 fn default_listeners() -> Vec<Listener> {
@@ -388,6 +426,34 @@ impl GatewayConfig {
                         }
                         None => self.check_binding(b, &format!("{aloc} > policies[{i}] ({})", b.plugin))?,
                     }
+                }
+            }
+        }
+        let (mut ids, mut keys, mut codes) = (HashSet::new(), HashSet::new(), HashSet::new());
+        for (i, c) in self.credentials.iter().enumerate() {
+            let cloc = format!("credentials[{i}] ({})", c.id);
+            if c.id.is_empty() || !ids.insert(c.id.as_str()) {
+                return err(cloc, "the id is empty or used twice".into());
+            }
+            if c.key.is_empty() || !keys.insert(c.key.as_str()) {
+                return err(format!("{cloc} > key"), "empty or used by another credential".into());
+            }
+            if c.secret.len() < 16 {
+                return err(format!("{cloc} > secret"), "must be at least 16 characters".into());
+            }
+            if let Some(code) = &c.app_code
+                && (code.len() < 16 || !codes.insert(code.as_str()))
+            {
+                return err(format!("{cloc} > app_code"), "shorter than 16 characters or used twice".into());
+            }
+            for a in &c.apis {
+                if !api_ids.contains(a.as_str()) {
+                    return err(format!("{cloc} > apis"), format!("no API has the id `{a}`"));
+                }
+            }
+            for g in &c.groups {
+                if !group_ids.contains(g.as_str()) {
+                    return err(format!("{cloc} > groups"), format!("no group has the id `{g}`"));
                 }
             }
         }

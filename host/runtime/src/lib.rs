@@ -60,6 +60,9 @@ pub struct HostState {
     scopes: Arc<[capabilities::BindingScope]>,
     /// Reused for building counter keys, so a counter check allocates nothing on the host.
     key_buf: String,
+    /// The API and group of the request being served (for credential authorisation).
+    route_api: String,
+    route_group: String,
     caps: Arc<Capabilities>,
 }
 

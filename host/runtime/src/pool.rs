@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmgate_proxy::policy::{
     BindingInfo, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction, ResponseView,
+    RouteInfo,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -194,6 +195,8 @@ impl PluginPool {
             current: 0,
             scopes: self.scopes.clone(),
             key_buf: String::new(),
+            route_api: String::new(),
+            route_group: String::new(),
             caps: self.runtime.caps.clone(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
@@ -244,6 +247,7 @@ impl PluginPool {
     fn call<R>(
         &self,
         binding: u32,
+        route: &RouteInfo,
         f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PolicyError> {
         let mut inst = match self.idle.pop() {
@@ -263,7 +267,13 @@ impl PluginPool {
             }
         }
         inst.store.set_epoch_deadline(self.slots[binding as usize].cpu_ticks);
-        inst.store.data_mut().current = binding;
+        let data = inst.store.data_mut();
+        data.current = binding;
+        // Reused buffers: a named policy serves several APIs, so the route is per call.
+        data.route_api.clear();
+        data.route_api.push_str(&route.api_id);
+        data.route_group.clear();
+        data.route_group.push_str(&route.group_id);
         let Instance { plugin, store, .. } = &mut inst;
         let r = guarded(|| f(plugin, store).map_err(|e| classify(e, store)))?;
         let _ = self.idle.push(inst);
@@ -299,7 +309,7 @@ impl Policy for WasmPolicy {
     fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
         let parts = convert::RequestParts::new(request, &self.request);
         let req = parts.request(request, &self.request);
-        let action = self.pool.call(self.binding, |p, store| {
+        let action = self.pool.call(self.binding, request.route, |p, store| {
             p.wasmgate_plugin_policy().call_on_request(store, self.binding, req)
         })?;
         convert::request_action(action)
@@ -314,19 +324,21 @@ impl Policy for WasmPolicy {
         let req = parts.request(request, &self.request);
         let headers = convert::response_headers(response, &self.info.response_headers);
         let resp = convert::response(response, &headers, self.info.response_body);
-        let action = self.pool.call(self.binding, |p, store| {
+        let action = self.pool.call(self.binding, request.route, |p, store| {
             p.wasmgate_plugin_policy().call_on_response(store, self.binding, req, resp)
         })?;
         convert::response_action(action)
     }
 
     fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
+        let route = entry.request.route;
         let parts = convert::RequestParts::new(&entry.request, &self.request);
         let req = parts.request(&entry.request, &self.request);
         let headers = convert::response_headers(&entry.response, &self.info.response_headers);
         let resp = convert::response(&entry.response, &headers, self.info.response_body);
         let entry = convert::log_entry(entry, req, resp);
-        self.pool
-            .call(self.binding, |p, store| p.wasmgate_plugin_policy().call_on_log(store, self.binding, entry))
+        self.pool.call(self.binding, route, |p, store| {
+            p.wasmgate_plugin_policy().call_on_log(store, self.binding, entry)
+        })
     }
 }

@@ -16,6 +16,7 @@ use wasmgate_config::GatewayConfig;
 use wasmgate_proxy::ProxyState;
 use wasmgate_runtime::PluginRuntime;
 use wasmgate_runtime::capabilities::cluster::ClusterCounters;
+use wasmgate_runtime::capabilities::credentials::{App, CredentialStore};
 
 #[derive(Parser)]
 #[command(
@@ -109,7 +110,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     let cfg = GatewayConfig::load(&config_path)?;
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
     let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
-    runtime.capabilities().clock.set_offset_ms(cfg.gateway.clock_offset_ms);
+    apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {
         let cluster = ClusterCounters::new(
             &redis.url,
@@ -181,6 +182,23 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// What an accepted config sets beyond the snapshot: the plugins' clock and the credentials.
+fn apply_process_settings(runtime: &PluginRuntime, cfg: &GatewayConfig) {
+    let caps = runtime.capabilities();
+    caps.clock.set_offset_ms(cfg.gateway.clock_offset_ms);
+    let mut store = CredentialStore::default();
+    for c in &cfg.credentials {
+        let app = App {
+            id: c.id.clone(),
+            secret: c.secret.clone(),
+            apis: c.apis.clone(),
+            groups: c.groups.clone(),
+        };
+        store.insert(c.key.clone(), c.app_code.clone(), app);
+    }
+    caps.credentials.store(Arc::new(store));
+}
+
 struct Reloader {
     config_path: PathBuf,
     plugin_dir: PathBuf,
@@ -203,7 +221,7 @@ impl Reloader {
         .await;
         match built {
             Ok(Ok((cfg, snapshot))) => {
-                self.runtime.capabilities().clock.set_offset_ms(cfg.gateway.clock_offset_ms);
+                apply_process_settings(&self.runtime, &cfg);
                 self.state.swap(snapshot);
                 if cfg.listeners.iter().map(|l| l.address).ne(self.listeners.iter().copied()) {
                     warn!("listener changes take effect on restart only");

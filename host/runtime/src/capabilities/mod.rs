@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod cluster;
 pub mod counters;
+pub mod credentials;
 pub mod http_outbound;
 pub mod kv;
 pub mod log;
@@ -20,6 +21,8 @@ pub struct Capabilities {
     /// Set once at start-up when the gateway is configured with Redis.
     pub cluster: std::sync::OnceLock<cluster::ClusterCounters>,
     pub kv: kv::KvStore,
+    /// Swapped whole when a new config is accepted.
+    pub credentials: arc_swap::ArcSwap<credentials::CredentialStore>,
 }
 
 /// Who is calling: set on the store before each phase call.

@@ -1,0 +1,252 @@
+//! App authentication: AK/SK signatures as the public APIG SDK signers make them
+//! (`SDK-HMAC-SHA256`), AppCode simple authentication (`X-Apig-AppCode`) and Basic auth
+//! (RFC 7617, access key and secret). The caller's credential is looked up by the key it
+//! presents (the plugin never sees other apps' secrets); the authenticated app id goes into
+//! the request identity for throttling, quotas and logs.
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use wasmgate_sdk::host::credentials::{self, Credential};
+use wasmgate_sdk::prelude::*;
+
+const ALGORITHM: &str = "SDK-HMAC-SHA256";
+/// What the signers leave unencoded: RFC 3986 unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    SdkHmacSha256,
+    AppCode,
+    Basic,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_modes")]
+    modes: Vec<Mode>,
+    /// How far `X-Sdk-Date` may be from the gateway's clock.
+    #[serde(default = "default_skew")]
+    clock_skew_s: u64,
+    /// The body is hashed for signatures, so it is read up to this size (larger: 413).
+    #[serde(default = "default_max_body")]
+    max_body_bytes: u32,
+}
+
+fn default_modes() -> Vec<Mode> {
+    vec![Mode::SdkHmacSha256]
+}
+fn default_skew() -> u64 {
+    900
+}
+fn default_max_body() -> u32 {
+    12 << 20
+}
+
+struct AppAuth {
+    modes: Vec<Mode>,
+    skew_ms: u64,
+}
+
+/// Why a request is refused: status, code, message.
+struct Refusal(u16, &'static str, &'static str);
+
+const MISSING: Refusal =
+    Refusal(401, "APIG.0301", "Incorrect app authentication information: no credentials");
+const BAD_SIGNATURE: Refusal =
+    Refusal(401, "APIG.0301", "Incorrect app authentication information: signature mismatch");
+const MALFORMED: Refusal =
+    Refusal(401, "APIG.0301", "Incorrect app authentication information: malformed authorization");
+const UNKNOWN_KEY: Refusal =
+    Refusal(401, "APIG.0301", "Incorrect app authentication information: unknown key");
+const NOT_AUTHORIZED: Refusal = Refusal(403, "APIG.0303", "The app is not authorized to access this API");
+const EXPIRED: Refusal =
+    Refusal(401, "APIG.0304", "The signature has expired: X-Sdk-Date is too far from the gateway's clock");
+
+impl Policy for AppAuth {
+    fn configure(config: &str) -> Result<(Self, BindingInfo), ConfigError> {
+        let c: Config = parse_config(config)?;
+        if c.modes.is_empty() {
+            return Err(ConfigError::new("modes", "at least one of sdk-hmac-sha256, app-code, basic"));
+        }
+        if !(1..=86_400).contains(&c.clock_skew_s) {
+            return Err(ConfigError::new("clock_skew_s", format!("{} is outside 1..=86400", c.clock_skew_s)));
+        }
+        let mut info = BindingInfo::request_only();
+        info.request_fields = RequestFields::REQUEST_ID | RequestFields::PATH | RequestFields::QUERY;
+        // A signature may cover any header.
+        info.request_headers = HeaderSelection::All;
+        if c.modes.contains(&Mode::SdkHmacSha256) {
+            info.request_body = BodyNeed::Full(c.max_body_bytes);
+        }
+        Ok((AppAuth { modes: c.modes, skew_ms: c.clock_skew_s * 1000 }, info))
+    }
+
+    fn on_request(&self, req: &Request) -> RequestAction {
+        match self.authenticate(req) {
+            Ok(cred) if cred.authorized => RequestAction::Continue(RequestChanges {
+                identity: Some(Identity { app_id: Some(cred.app_id), user: None }),
+                ..Default::default()
+            }),
+            Ok(_) => refuse(req, NOT_AUTHORIZED),
+            Err(r) => refuse(req, r),
+        }
+    }
+}
+
+fn refuse(req: &Request, Refusal(status, code, message): Refusal) -> RequestAction {
+    RequestAction::Respond(Reply::error(status, code, message, req.request_id()))
+}
+
+impl AppAuth {
+    fn authenticate(&self, req: &Request) -> Result<Credential, Refusal> {
+        let authorization = req.header("authorization").unwrap_or("");
+        if self.modes.contains(&Mode::SdkHmacSha256) && authorization.starts_with(ALGORITHM) {
+            return self.verify_signature(req, authorization);
+        }
+        if self.modes.contains(&Mode::AppCode)
+            && let Some(code) = req.header("x-apig-appcode")
+        {
+            return credentials::by_app_code(code).ok_or(UNKNOWN_KEY);
+        }
+        if self.modes.contains(&Mode::Basic)
+            && let Some(b64) = authorization.strip_prefix("Basic ")
+        {
+            let decoded =
+                base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| MALFORMED)?;
+            let text = String::from_utf8(decoded).map_err(|_| MALFORMED)?;
+            let (key, secret) = text.split_once(':').ok_or(MALFORMED)?;
+            let cred = credentials::by_key(key).ok_or(UNKNOWN_KEY)?;
+            if bool::from(cred.secret.as_bytes().ct_eq(secret.as_bytes())) {
+                return Ok(cred);
+            }
+            return Err(BAD_SIGNATURE);
+        }
+        Err(MISSING)
+    }
+
+    /// `Authorization: SDK-HMAC-SHA256 Access=<AK>, SignedHeaders=<a;b>, Signature=<hex>`.
+    fn verify_signature(&self, req: &Request, authorization: &str) -> Result<Credential, Refusal> {
+        let fields = authorization[ALGORITHM.len()..].trim();
+        let (mut access, mut signed, mut signature) = (None, None, None);
+        for part in fields.split(',') {
+            let (k, v) = part.trim().split_once('=').ok_or(MALFORMED)?;
+            match k {
+                "Access" => access = Some(v),
+                "SignedHeaders" => signed = Some(v),
+                "Signature" => signature = Some(v),
+                _ => return Err(MALFORMED),
+            }
+        }
+        let (access, signed, signature) =
+            (access.ok_or(MALFORMED)?, signed.ok_or(MALFORMED)?, signature.ok_or(MALFORMED)?);
+        let signed: Vec<&str> = signed.split(';').collect();
+        if !signed.contains(&"host") || !signed.contains(&"x-sdk-date") {
+            return Err(MALFORMED);
+        }
+        let date = req.header("x-sdk-date").ok_or(MALFORMED)?;
+        let signed_at = parse_sdk_date(date).ok_or(MALFORMED)?;
+        let now = wasmgate_sdk::host::clock::now_ms();
+        if now.abs_diff(signed_at) > self.skew_ms {
+            return Err(EXPIRED);
+        }
+        let expected = hex::decode(signature).map_err(|_| BAD_SIGNATURE)?;
+
+        let mut canonical = String::with_capacity(256);
+        canonical.push_str(req.method.as_str());
+        canonical.push('\n');
+        canonical_uri(req.path(), &mut canonical);
+        canonical.push('\n');
+        canonical_query(req.query(), &mut canonical);
+        canonical.push('\n');
+        for name in &signed {
+            let value = req.header(name).ok_or(MALFORMED)?;
+            canonical.push_str(name);
+            canonical.push(':');
+            canonical.push_str(value.trim());
+            canonical.push('\n');
+        }
+        canonical.push('\n');
+        canonical.push_str(&signed.join(";"));
+        canonical.push('\n');
+        match req.header("x-sdk-content-sha256") {
+            Some(h) => canonical.push_str(h),
+            None => canonical.push_str(&hex::encode(Sha256::digest(req.body.as_deref().unwrap_or_default()))),
+        }
+        let string_to_sign =
+            format!("{ALGORITHM}\n{date}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
+
+        let cred = credentials::by_key(access).ok_or(UNKNOWN_KEY)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(cred.secret.as_bytes()).map_err(|_| BAD_SIGNATURE)?;
+        mac.update(string_to_sign.as_bytes());
+        // Constant time, so the comparison leaks nothing about the expected signature.
+        mac.verify_slice(&expected).map_err(|_| BAD_SIGNATURE)?;
+        Ok(cred)
+    }
+}
+
+/// The path, percent-decoded, each segment encoded again, always ending in `/`.
+fn canonical_uri(path: &str, out: &mut String) {
+    let decoded: Vec<u8> = percent_decode_str(path).collect();
+    for (i, segment) in decoded.split(|b| *b == b'/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.extend(percent_encoding::percent_encode(segment, UNRESERVED));
+    }
+    if !out.ends_with('/') {
+        out.push('/');
+    }
+}
+
+/// Keys sorted, each key's values sorted, `key=value` encoded and joined by `&`.
+fn canonical_query(query: &str, out: &mut String) {
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(kv), String::new()),
+        })
+        .filter(|(k, _)| !k.is_empty())
+        .collect();
+    pairs.sort();
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        out.extend(utf8_percent_encode(k, UNRESERVED));
+        out.push('=');
+        out.extend(utf8_percent_encode(v, UNRESERVED));
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` (UTC) to Unix milliseconds.
+fn parse_sdk_date(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok().map(|s| s * 1000)
+}
+
+wasmgate_sdk::export_policy!(AppAuth);
