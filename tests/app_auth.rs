@@ -191,3 +191,29 @@ fn credential_configs_are_checked_and_secrets_stay_out_of_errors() {
         assert!(!out.contains(SECRET), "a secret was printed:\n{out}");
     }
 }
+
+#[test]
+fn generated_credentials_are_long_random_and_accepted_by_the_config() {
+    let run = || {
+        let out = wasmgate().args(["credential", "new-app"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (first, second) = (run(), run());
+    assert_ne!(first, second);
+    let field = |line: &str, name: &str| -> String {
+        line.split(&format!("{name}: ")).nth(1).unwrap().split([',', '}']).next().unwrap().to_string()
+    };
+    let (key, secret, code) = (field(&first, "key"), field(&first, "secret"), field(&first, "app_code"));
+    assert!(
+        key.len() == 32 && key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{key}"
+    );
+    assert!(secret.len() == 40 && secret.bytes().all(|b| b.is_ascii_alphanumeric()), "{secret}");
+    assert!(code.len() == 64 && code.bytes().all(|b| b.is_ascii_alphanumeric()), "{code}");
+    let (ok, out) = validate(&format!(
+        "credentials:\n{}groups:\n  - id: g\n    apis:\n      - {{id: a, path: /a, backend: {{mock: {{}}}}}}\n",
+        first.replace("apis: []", "apis: [a]")
+    ));
+    assert!(ok, "{out}");
+}
