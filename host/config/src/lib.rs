@@ -12,8 +12,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Built-in plugins bundled with the gateway; any other name must be in `plugins:`.
-pub const BUILTIN_PLUGINS: &[&str] =
-    &["cors", "response-headers", "throttling", "request-throttling", "credential-quota", "app-auth"];
+pub const BUILTIN_PLUGINS: &[&str] = &[
+    "cors",
+    "response-headers",
+    "throttling",
+    "request-throttling",
+    "credential-quota",
+    "app-auth",
+    "access-control",
+];
 
 /// A config that could not be loaded: which file, where in it, and what is wrong.
 #[derive(Debug, thiserror::Error)]
