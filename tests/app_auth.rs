@@ -26,7 +26,7 @@ groups:
         match: prefix
         backend: {{mock: {{body: ok}}}}
         policies:
-          - {{plugin: app-auth, config: {{modes: [sdk-hmac-sha256, app-code, basic]}}}}
+          - {{plugin: app-auth, config: {{modes: [sdk-hmac-sha256, hmac, app-code, basic]}}}}
           - {{plugin: inspector}}
   - id: elsewhere
     apis:
@@ -34,6 +34,19 @@ groups:
 "#,
         inspector = fixture("inspector").display()
     )
+}
+
+fn run_signer(input: &serde_json::Value) -> serde_json::Value {
+    let mut child = Command::new("python3")
+        .arg(repo_root().join("tests/sign.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the signer failed (scripts/setup installs apigateway-sdk-python)");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Headers and request target the Python signer produces for this request.
@@ -53,16 +66,7 @@ fn sign(
         "key": key,
         "secret": secret,
     });
-    let mut child = Command::new("python3")
-        .arg(repo_root().join("tests/sign.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "the signer failed (scripts/setup installs apigateway-sdk-python)");
-    let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let signed = run_signer(&input);
     let headers = signed["headers"]
         .as_object()
         .unwrap()
@@ -216,4 +220,58 @@ fn generated_credentials_are_long_random_and_accepted_by_the_config() {
         first.replace("apis: []", "apis: [a]")
     ));
     assert!(ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_signatures_in_the_apisix_style_are_verified() {
+    let gw = Gateway::start(&config());
+    let hmac = |key: &str, secret: &str, method: &str, target: &str, date: Option<&str>| {
+        let mut headers = serde_json::json!({"x-custom": "  padded value "});
+        if let Some(d) = date {
+            headers["date"] = d.into();
+        }
+        run_signer(&serde_json::json!({
+            "mode": "hmac", "method": method, "target": target, "headers": headers,
+            "signed": ["@request-target", "date", "x-custom"], "key": key, "secret": secret,
+        }))
+    };
+    let send = |signed: serde_json::Value, method: &'static str, target: &'static str| {
+        let url = gw.url(target);
+        async move {
+            let (auth, date) = (
+                signed["authorization"].as_str().unwrap().to_string(),
+                signed["date"].as_str().unwrap().to_string(),
+            );
+            HttpClient::default()
+                .send(
+                    method,
+                    &url,
+                    &[("authorization", &auth), ("date", &date), ("x-custom", "  padded value ")],
+                    "",
+                )
+                .await
+        }
+    };
+    let r = send(hmac(KEY, SECRET, "GET", "/signed/h?x=1&y=2", None), "GET", "/signed/h?x=1&y=2").await;
+    assert_eq!(
+        (r.status, r.header("x-app-id")),
+        (200, Some("app-1")),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+    // Signed for another method or target, with the wrong secret, or long ago: refused.
+    let r = send(hmac(KEY, SECRET, "GET", "/signed/h", None), "DELETE", "/signed/h").await;
+    assert_eq!(r.status, 401);
+    let r = send(hmac(KEY, SECRET, "GET", "/signed/other", None), "GET", "/signed/h").await;
+    assert_eq!(r.status, 401);
+    let r = send(hmac(KEY, "wrong-secret-wrong-secret-wrong", "GET", "/signed/h", None), "GET", "/signed/h")
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (401, "APIG.0301"));
+    let r = send(
+        hmac(KEY, SECRET, "GET", "/signed/h", Some("Wed, 01 Jan 2020 00:00:00 GMT")),
+        "GET",
+        "/signed/h",
+    )
+    .await;
+    assert_eq!((r.status, r.error_code().as_str()), (401, "APIG.0304"));
 }

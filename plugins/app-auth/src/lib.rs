@@ -1,6 +1,6 @@
 //! App authentication: AK/SK signatures as the public APIG SDK signers make them
-//! (`SDK-HMAC-SHA256`), AppCode simple authentication (`X-Apig-AppCode`) and Basic auth
-//! (RFC 7617, access key and secret). The caller's credential is looked up by the key it
+//! (`SDK-HMAC-SHA256`), HMAC signatures in the style of APISIX's `hmac-auth`, AppCode simple
+//! authentication (`X-Apig-AppCode`) and Basic auth (RFC 7617, access key and secret). The caller's credential is looked up by the key it
 //! presents (the plugin never sees other apps' secrets); the authenticated app id goes into
 //! the request identity for throttling, quotas and logs.
 
@@ -21,6 +21,7 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove
 #[serde(rename_all = "kebab-case")]
 enum Mode {
     SdkHmacSha256,
+    Hmac,
     AppCode,
     Basic,
 }
@@ -72,7 +73,7 @@ impl Policy for AppAuth {
     fn configure(config: &str) -> Result<(Self, BindingInfo), ConfigError> {
         let c: Config = parse_config(config)?;
         if c.modes.is_empty() {
-            return Err(ConfigError::new("modes", "at least one of sdk-hmac-sha256, app-code, basic"));
+            return Err(ConfigError::new("modes", "at least one of sdk-hmac-sha256, hmac, app-code, basic"));
         }
         if !(1..=86_400).contains(&c.clock_skew_s) {
             return Err(ConfigError::new("clock_skew_s", format!("{} is outside 1..=86400", c.clock_skew_s)));
@@ -108,6 +109,11 @@ impl AppAuth {
         let authorization = req.header("authorization").unwrap_or("");
         if self.modes.contains(&Mode::SdkHmacSha256) && authorization.starts_with(ALGORITHM) {
             return self.verify_signature(req, authorization);
+        }
+        if self.modes.contains(&Mode::Hmac)
+            && let Some(params) = authorization.strip_prefix("Signature ")
+        {
+            return self.verify_hmac(req, params);
         }
         if self.modes.contains(&Mode::AppCode)
             && let Some(code) = req.header("x-apig-appcode")
@@ -185,6 +191,71 @@ impl AppAuth {
         let mut mac = Hmac::<Sha256>::new_from_slice(cred.secret.as_bytes()).map_err(|_| BAD_SIGNATURE)?;
         mac.update(string_to_sign.as_bytes());
         // Constant time, so the comparison leaks nothing about the expected signature.
+        mac.verify_slice(&expected).map_err(|_| BAD_SIGNATURE)?;
+        Ok(cred)
+    }
+}
+
+impl AppAuth {
+    /// `Authorization: Signature keyId="<AK>",algorithm="hmac-sha256",headers="@request-target
+    /// date ...",signature="<base64>"`. The signing string is the key id, then one line per
+    /// listed header, each line ending in `\n`: `@request-target: <method, lower case>
+    /// <path>[?<query>]` for the pseudo-header, `<name>: <trimmed value>` for the others.
+    /// `date` must be listed and within the clock skew.
+    fn verify_hmac(&self, req: &Request, params: &str) -> Result<Credential, Refusal> {
+        let (mut key_id, mut algorithm, mut headers, mut signature) = (None, None, None, None);
+        for part in params.split(',') {
+            let (k, v) = part.trim().split_once('=').ok_or(MALFORMED)?;
+            let v = v.trim().strip_prefix('"').and_then(|v| v.strip_suffix('"')).ok_or(MALFORMED)?;
+            match k.trim() {
+                "keyId" => key_id = Some(v),
+                "algorithm" => algorithm = Some(v),
+                "headers" => headers = Some(v),
+                "signature" => signature = Some(v),
+                _ => return Err(MALFORMED),
+            }
+        }
+        let (key_id, headers, signature) =
+            (key_id.ok_or(MALFORMED)?, headers.ok_or(MALFORMED)?, signature.ok_or(MALFORMED)?);
+        if algorithm != Some("hmac-sha256") {
+            return Err(MALFORMED);
+        }
+        let names: Vec<&str> = headers.split_ascii_whitespace().collect();
+        if !names.contains(&"date") {
+            return Err(MALFORMED);
+        }
+        let date = req.header("date").ok_or(MALFORMED)?;
+        let signed_at = httpdate::parse_http_date(date).map_err(|_| MALFORMED)?;
+        let signed_at_ms =
+            signed_at.duration_since(std::time::UNIX_EPOCH).map_err(|_| MALFORMED)?.as_millis() as u64;
+        if wasmgate_sdk::host::clock::now_ms().abs_diff(signed_at_ms) > self.skew_ms {
+            return Err(EXPIRED);
+        }
+        let mut signing = String::with_capacity(128);
+        signing.push_str(key_id);
+        signing.push('\n');
+        for name in names {
+            if name == "@request-target" {
+                signing.push_str("@request-target: ");
+                signing.push_str(&req.method.as_str().to_ascii_lowercase());
+                signing.push(' ');
+                signing.push_str(req.path());
+                if !req.query().is_empty() {
+                    signing.push('?');
+                    signing.push_str(req.query());
+                }
+            } else {
+                signing.push_str(name);
+                signing.push_str(": ");
+                signing.push_str(req.header(name).ok_or(MALFORMED)?.trim());
+            }
+            signing.push('\n');
+        }
+        let expected =
+            base64::engine::general_purpose::STANDARD.decode(signature).map_err(|_| BAD_SIGNATURE)?;
+        let cred = credentials::by_key(key_id).ok_or(UNKNOWN_KEY)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(cred.secret.as_bytes()).map_err(|_| BAD_SIGNATURE)?;
+        mac.update(signing.as_bytes());
         mac.verify_slice(&expected).map_err(|_| BAD_SIGNATURE)?;
         Ok(cred)
     }
