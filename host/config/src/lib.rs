@@ -246,6 +246,24 @@ pub struct HttpBackend {
     pub path: Option<String>,
     #[serde(default = "default_backend_timeout")]
     pub timeout_ms: u64,
+    /// Sign requests to this backend (SDK-HMAC-SHA256) so it can check they came through
+    /// the gateway.
+    #[serde(default)]
+    pub signature_key: Option<SignatureKey>,
+}
+
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureKey {
+    pub key: String,
+    /// Never logged.
+    pub secret: String,
+}
+
+impl fmt::Debug for SignatureKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignatureKey").field("key", &self.key).field("secret", &"<redacted>").finish()
+    }
 }
 
 fn default_backend_timeout() -> u64 {
@@ -561,6 +579,14 @@ impl Api {
                     return Err((
                         "backend.http.timeout_ms".into(),
                         format!("{} is outside 1..=60000 ms", h.timeout_ms),
+                    ));
+                }
+                if let Some(sk) = &h.signature_key
+                    && (sk.key.is_empty() || sk.secret.len() < 16)
+                {
+                    return Err((
+                        "backend.http.signature_key".into(),
+                        "needs a key and a secret of at least 16 characters".into(),
                     ));
                 }
                 if let Some(p) = &h.path

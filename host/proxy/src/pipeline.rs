@@ -457,6 +457,8 @@ async fn call_backend(
     if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
         headers.insert(X_REQUEST_ID.clone(), v);
     }
+    let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    http.sign(&ex.method, &uri, &mut headers, now);
     let mut upstream = Request::new(body);
     *upstream.method_mut() = ex.method.clone();
     *upstream.uri_mut() = uri;

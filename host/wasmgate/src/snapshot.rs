@@ -113,10 +113,15 @@ pub fn build(
                 bindings.push(Binding { policy, on_error });
             }
             let backend = match &api.backend {
-                config::Backend::Http(h) => Backend::Http(
-                    HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
-                        .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?,
-                ),
+                config::Backend::Http(h) => {
+                    let backend =
+                        HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
+                            .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?;
+                    Backend::Http(match &h.signature_key {
+                        Some(sk) => backend.with_signature_key(sk.key.clone(), sk.secret.clone()),
+                        None => backend,
+                    })
+                }
                 config::Backend::Mock(m) => Backend::Mock(Reply {
                     status: http::StatusCode::from_u16(m.status).expect("validated at load"),
                     headers: m

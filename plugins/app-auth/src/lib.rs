@@ -6,16 +6,12 @@
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use wasmgate_apig_signature::{self as sig, ALGORITHM};
 use wasmgate_sdk::host::credentials::{self, Credential};
 use wasmgate_sdk::prelude::*;
-
-const ALGORITHM: &str = "SDK-HMAC-SHA256";
-/// What the signers leave unencoded: RFC 3986 unreserved characters.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 #[derive(Deserialize, Clone, Copy, PartialEq)]
 #[serde(rename_all = "kebab-case")]
@@ -156,42 +152,29 @@ impl AppAuth {
             return Err(MALFORMED);
         }
         let date = req.header("x-sdk-date").ok_or(MALFORMED)?;
-        let signed_at = parse_sdk_date(date).ok_or(MALFORMED)?;
+        let signed_at = sig::parse_sdk_date(date).ok_or(MALFORMED)?;
         let now = wasmgate_sdk::host::clock::now_ms();
         if now.abs_diff(signed_at) > self.skew_ms {
             return Err(EXPIRED);
         }
-        let expected = hex::decode(signature).map_err(|_| BAD_SIGNATURE)?;
-
-        let mut canonical = String::with_capacity(256);
-        canonical.push_str(req.method.as_str());
-        canonical.push('\n');
-        canonical_uri(req.path(), &mut canonical);
-        canonical.push('\n');
-        canonical_query(req.query(), &mut canonical);
-        canonical.push('\n');
-        for name in &signed {
-            let value = req.header(name).ok_or(MALFORMED)?;
-            canonical.push_str(name);
-            canonical.push(':');
-            canonical.push_str(value.trim());
-            canonical.push('\n');
-        }
-        canonical.push('\n');
-        canonical.push_str(&signed.join(";"));
-        canonical.push('\n');
-        match req.header("x-sdk-content-sha256") {
-            Some(h) => canonical.push_str(h),
-            None => canonical.push_str(&hex::encode(Sha256::digest(req.body.as_deref().unwrap_or_default()))),
-        }
-        let string_to_sign =
-            format!("{ALGORITHM}\n{date}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-
+        let body_hash = match req.header("x-sdk-content-sha256") {
+            Some(h) => h.to_string(),
+            None => sig::sha256_hex(req.body.as_deref().unwrap_or_default()),
+        };
+        let canonical = sig::canonical_request(
+            req.method.as_str(),
+            req.path(),
+            req.query(),
+            &signed,
+            |n| req.header(n),
+            &body_hash,
+        )
+        .ok_or(MALFORMED)?;
+        let string_to_sign = sig::string_to_sign(date, &canonical);
         let cred = credentials::by_key(access).ok_or(UNKNOWN_KEY)?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(cred.secret.as_bytes()).map_err(|_| BAD_SIGNATURE)?;
-        mac.update(string_to_sign.as_bytes());
-        // Constant time, so the comparison leaks nothing about the expected signature.
-        mac.verify_slice(&expected).map_err(|_| BAD_SIGNATURE)?;
+        if !sig::verify(&cred.secret, &string_to_sign, signature) {
+            return Err(BAD_SIGNATURE);
+        }
         Ok(cred)
     }
 }
@@ -259,65 +242,6 @@ impl AppAuth {
         mac.verify_slice(&expected).map_err(|_| BAD_SIGNATURE)?;
         Ok(cred)
     }
-}
-
-/// The path, percent-decoded, each segment encoded again, always ending in `/`.
-fn canonical_uri(path: &str, out: &mut String) {
-    let decoded: Vec<u8> = percent_decode_str(path).collect();
-    for (i, segment) in decoded.split(|b| *b == b'/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        out.extend(percent_encoding::percent_encode(segment, UNRESERVED));
-    }
-    if !out.ends_with('/') {
-        out.push('/');
-    }
-}
-
-/// Keys sorted, each key's values sorted, `key=value` encoded and joined by `&`.
-fn canonical_query(query: &str, out: &mut String) {
-    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-    let mut pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(kv), String::new()),
-        })
-        .filter(|(k, _)| !k.is_empty())
-        .collect();
-    pairs.sort();
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push('&');
-        }
-        out.extend(utf8_percent_encode(k, UNRESERVED));
-        out.push('=');
-        out.extend(utf8_percent_encode(v, UNRESERVED));
-    }
-}
-
-/// `YYYYMMDDTHHMMSSZ` (UTC) to Unix milliseconds.
-fn parse_sdk_date(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from the civil date (proleptic Gregorian), after H. Hinnant's algorithm.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok().map(|s| s * 1000)
 }
 
 wasmgate_sdk::export_policy!(AppAuth);
