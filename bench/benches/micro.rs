@@ -82,6 +82,48 @@ fn bench(c: &mut Criterion) {
     g.bench_function("throttling on_request, API + IP limits, local counters", |b| {
         b.iter(|| black_box(throttling.on_request(black_box(&request)).unwrap()))
     });
+    // AK/SK: a request signed now with a known credential, verified by the app-auth plugin.
+    {
+        use wasmgate_runtime::capabilities::credentials::{App, CredentialStore};
+        let (key, secret) = ("bench-key", "bench-secret-0123456789abcdef");
+        let mut store = CredentialStore::default();
+        let app =
+            App { id: "bench-app".into(), secret: secret.into(), apis: vec!["api".into()], groups: vec![] };
+        store.insert(key.into(), None, app);
+        runtime.capabilities().credentials.store(std::sync::Arc::new(store));
+        let app_auth = binding(&runtime, "app-auth", "{}");
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let date = wasmgate_apig_signature::format_sdk_date(now);
+        let signed = ["host", "x-sdk-date"];
+        let canonical = wasmgate_apig_signature::canonical_request(
+            "GET",
+            "/users/42",
+            "",
+            &signed,
+            |n| if n == "host" { Some("api.example.com") } else { Some(date.as_str()) },
+            &wasmgate_apig_signature::sha256_hex(b""),
+        )
+        .unwrap();
+        let signature = wasmgate_apig_signature::sign(
+            secret,
+            &wasmgate_apig_signature::string_to_sign(&date, &canonical),
+        );
+        let mut h = req_headers.clone();
+        h.insert("x-sdk-date", HeaderValue::from_str(&date).unwrap());
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&wasmgate_apig_signature::authorization(key, &signed, &signature)).unwrap(),
+        );
+        let signed_request = RequestView { headers: &h, body: Some(b""), ..request };
+        let action = app_auth.on_request(&signed_request).unwrap();
+        assert!(
+            matches!(action, wasmgate_proxy::policy::RequestAction::Continue(_)),
+            "the signature must verify"
+        );
+        g.bench_function("app-auth on_request, AK/SK signature verified", |b| {
+            b.iter(|| black_box(app_auth.on_request(black_box(&signed_request)).unwrap()))
+        });
+    }
     // The built-ins need no response or log phase; the inspector fixture has both.
     g.bench_function("inspector on_response", |b| {
         b.iter(|| black_box(inspector.on_response(&request, &response).unwrap()))
