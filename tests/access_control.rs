@@ -65,3 +65,17 @@ fn bad_access_lists_are_rejected_naming_the_entry() {
         assert!(!ok && out.contains(expected), "expected `{expected}` in:\n{out}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_client_ip_comes_from_x_forwarded_for() {
+    let yaml = format!(
+        "listeners: [{{address: '127.0.0.1:0', trusted_proxies: ['127.0.0.1/32']}}]\ngateway: {{plugin_cache_dir: '{}'}}\ngroups:\n  - id: g\n    apis:\n      - {{id: a, path: /a, backend: {{mock: {{body: ok}}}}, policies: [{{plugin: access-control, config: {{ip: {{allow: ['10.0.0.0/8']}}}}}}]}}\n",
+        repo_root().join("target/test-plugin-cache").display()
+    );
+    let gw = Gateway::start_whole(&yaml);
+    let c = HttpClient::default();
+    assert_eq!(c.get(&gw.url("/a"), &[("x-forwarded-for", "10.1.2.3")]).await.status, 200);
+    // The right-most untrusted hop decides, not what the client wrote further left.
+    assert_eq!(c.get(&gw.url("/a"), &[("x-forwarded-for", "10.1.2.3, 203.0.113.5")]).await.status, 403);
+    assert_eq!(c.get(&gw.url("/a"), &[]).await.status, 403);
+}

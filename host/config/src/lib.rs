@@ -99,13 +99,18 @@ impl fmt::Debug for Credential {
 }
 
 fn default_listeners() -> Vec<Listener> {
-    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 8080)) }]
+    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 8080)), trusted_proxies: Vec::new() }]
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub address: SocketAddr,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed: when the peer is
+    /// one of these, the client IP is the right-most address in `X-Forwarded-For` that is
+    /// not. Empty (the default): the peer address is the client IP.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Process-wide settings.

@@ -25,6 +25,41 @@ use std::time::Duration;
 
 pub use error::GatewayError;
 
+/// What a listener tells the pipeline about the connections it accepts.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerSettings {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl ListenerSettings {
+    /// The client's address: the peer's, unless the peer is a trusted proxy; then the
+    /// right-most `X-Forwarded-For` entry that is not a trusted proxy itself (entries further
+    /// left were written by whoever the first untrusted hop was, so they prove nothing).
+    pub fn client_ip(&self, peer: std::net::IpAddr, headers: &http::HeaderMap) -> std::net::IpAddr {
+        let trusted = |ip: &std::net::IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','));
+        let hops: Vec<std::net::IpAddr> = hops.filter_map(|h| h.trim().parse().ok()).collect();
+        for hop in hops.into_iter().rev() {
+            client = hop;
+            if !trusted(&hop) {
+                break;
+            }
+        }
+        client
+    }
+}
+
 /// What a failing binding does to the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnError {
@@ -123,5 +158,28 @@ impl ProxyState {
     /// Make `snapshot` the one new requests see. Requests in flight keep theirs.
     pub fn swap(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_forwarded_hop_behind_a_trusted_proxy() {
+        let settings = ListenerSettings {
+            scheme: "http",
+            trusted_proxies: vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "198.51.100.9, 203.0.113.5, 10.0.0.2".parse().unwrap());
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(settings.client_ip(ip("127.0.0.1"), &h), ip("203.0.113.5"));
+        // An untrusted peer's header is ignored.
+        assert_eq!(settings.client_ip(ip("192.0.2.1"), &h), ip("192.0.2.1"));
+        // Only trusted hops, or no header: the left-most hop, or the peer.
+        h.insert("x-forwarded-for", "10.0.0.3, 10.0.0.2".parse().unwrap());
+        assert_eq!(settings.client_ip(ip("127.0.0.1"), &h), ip("10.0.0.3"));
+        assert_eq!(settings.client_ip(ip("127.0.0.1"), &http::HeaderMap::new()), ip("127.0.0.1"));
     }
 }

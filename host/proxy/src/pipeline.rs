@@ -5,7 +5,7 @@ use crate::backend::{self, Backend, HttpBackend};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::policy::*;
-use crate::{Api, OnError, ProxyState};
+use crate::{Api, ListenerSettings, OnError, ProxyState};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
@@ -144,7 +144,7 @@ pub async fn handle(
     state: Arc<ProxyState>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    scheme: &'static str,
+    listener: &ListenerSettings,
 ) -> Response<GatewayBody> {
     let start = Instant::now();
     let start_wall = SystemTime::now();
@@ -157,16 +157,21 @@ pub async fn handle(
     let api: Arc<Api> = found.value.clone();
     let method_matched = found.method_matched;
     let (parts, body) = req.into_parts();
+    let client_ip = if listener.trusted_proxies.is_empty() {
+        peer.ip()
+    } else {
+        listener.client_ip(peer.ip(), &parts.headers)
+    };
     let mut ex = Exchange {
         request_id: rid,
         method: parts.method,
-        scheme,
+        scheme: listener.scheme,
         host,
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
         params: found.params,
         headers: parts.headers,
-        client_ip: peer.ip(),
+        client_ip,
         identity: Identity::default(),
         context: Vec::new(),
         body: None,

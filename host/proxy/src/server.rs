@@ -1,7 +1,7 @@
 //! Listeners: HTTP/1.1 and HTTP/2 (prior knowledge, h2c) on one port, graceful drain.
 
-use crate::ProxyState;
 use crate::pipeline::handle;
+use crate::{ListenerSettings, ProxyState};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -16,6 +16,7 @@ use tracing::{info, warn};
 /// Accept and serve connections until `shutdown` turns true, then let in-flight requests
 /// finish for up to `drain` before closing what is left.
 pub async fn serve(
+    listener_settings: Arc<ListenerSettings>,
     listener: TcpListener,
     state: Arc<ProxyState>,
     mut shutdown: watch::Receiver<bool>,
@@ -36,10 +37,10 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
+                let (state, settings) = (state.clone(), listener_settings.clone());
                 let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, req, peer, "http").await) }
+                    let (state, settings) = (state.clone(), settings.clone());
+                    async move { Ok::<_, Infallible>(handle(state, req, peer, &settings).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);

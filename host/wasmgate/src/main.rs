@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 use wasmgate_config::GatewayConfig;
-use wasmgate_proxy::ProxyState;
+use wasmgate_proxy::{ListenerSettings, ProxyState};
 use wasmgate_runtime::PluginRuntime;
 use wasmgate_runtime::capabilities::cluster::ClusterCounters;
 use wasmgate_runtime::capabilities::credentials::{App, CredentialStore};
@@ -171,7 +171,10 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to learn the port when the config says :0.
         println!("wasmgate listening on http://{addr}");
+        let settings =
+            Arc::new(ListenerSettings { scheme: "http", trusted_proxies: l.trusted_proxies.clone() });
         servers.push(tokio::spawn(wasmgate_proxy::server::serve(
+            settings,
             listener,
             state.clone(),
             shutdown_rx.clone(),
@@ -189,7 +192,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
         plugin_dir,
         runtime,
         state,
-        listeners: cfg.listeners.iter().map(|l| l.address).collect(),
+        listeners: cfg.listeners.clone(),
         redis: cfg.gateway.redis.clone(),
     };
     loop {
@@ -235,7 +238,7 @@ struct Reloader {
     plugin_dir: PathBuf,
     runtime: Arc<PluginRuntime>,
     state: Arc<ProxyState>,
-    listeners: Vec<std::net::SocketAddr>,
+    listeners: Vec<wasmgate_config::Listener>,
     redis: Option<wasmgate_config::RedisSettings>,
 }
 
@@ -254,7 +257,7 @@ impl Reloader {
             Ok(Ok((cfg, snapshot))) => {
                 apply_process_settings(&self.runtime, &cfg);
                 self.state.swap(snapshot);
-                if cfg.listeners.iter().map(|l| l.address).ne(self.listeners.iter().copied()) {
+                if cfg.listeners != self.listeners {
                     warn!("listener changes take effect on restart only");
                 }
                 if cfg.gateway.redis != self.redis {
