@@ -85,13 +85,28 @@ async fn send_signed(
     key: &str,
     secret: &str,
 ) -> Reply {
+    send_signed_with(&HttpClient::default(), gw, method, path_and_query, body, key, secret).await
+}
+
+async fn send_signed_with(
+    client: &HttpClient,
+    gw: &Gateway,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    key: &str,
+    secret: &str,
+) -> Reply {
     let url = format!("http://{}{path_and_query}", gw.addr);
     let (headers, uri) =
         sign(method, &url, &[("Content-Type", "application/octet-stream")], body, key, secret);
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    HttpClient::default()
-        .send_bytes(method, &format!("http://{}{uri}", gw.addr), &headers, body.to_vec())
-        .await
+    // The client library sends the host itself (as `Host`, or as `:authority` over HTTP/2).
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    client.send_bytes(method, &format!("http://{}{uri}", gw.addr), &headers, body.to_vec()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,6 +125,19 @@ async fn requests_signed_by_the_public_sdk_signer_are_accepted() {
         assert_eq!(r.status, 200, "{method} {target}: {:?}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.header("x-app-id"), Some("app-1"), "identity for later policies");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_over_http2_where_the_host_is_the_authority() {
+    let gw = Gateway::start(&config());
+    let r =
+        send_signed_with(&HttpClient::h2c(), &gw, "POST", "/signed/h2?x=1", b"over h2", KEY, SECRET).await;
+    assert_eq!(
+        (r.status, r.header("x-app-id")),
+        (200, Some("app-1")),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

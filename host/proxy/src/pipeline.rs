@@ -156,7 +156,14 @@ pub async fn handle(
     };
     let api: Arc<Api> = found.value.clone();
     let method_matched = found.method_matched;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // HTTP/2 carries the host in `:authority`; give policies the `Host` header an HTTP/1.1
+    // request would have had (signatures cover it).
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(v) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
     let client_ip = if listener.trusted_proxies.is_empty() {
         peer.ip()
     } else {
