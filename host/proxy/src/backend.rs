@@ -60,9 +60,11 @@ impl HttpBackend {
     /// `SDK-HMAC-SHA256` `Authorization` over them, when this backend has a signature key.
     /// The body is not hashed, so it still streams. Replaces any `Authorization` the client
     /// sent: the backend checks the gateway, not the client.
-    pub fn sign(&self, method: &http::Method, uri: &Uri, headers: &mut HeaderMap, unix_secs: u64) {
+    pub fn sign(&self, method: &http::Method, uri: &Uri, headers: &mut HeaderMap) {
         use wasmgate_apig_signature as sig;
         let Some((key, secret)) = &self.signature_key else { return };
+        let unix_secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         const UNSIGNED: &str = "UNSIGNED-PAYLOAD";
         const SIGNED: [&str; 3] = ["host", "x-sdk-content-sha256", "x-sdk-date"];
         let date = sig::format_sdk_date(unix_secs);

@@ -164,11 +164,7 @@ pub async fn handle(
     {
         parts.headers.insert(header::HOST, v);
     }
-    let client_ip = if listener.trusted_proxies.is_empty() {
-        peer.ip()
-    } else {
-        listener.client_ip(peer.ip(), &parts.headers)
-    };
+    let client_ip = listener.client_ip(peer.ip(), &parts.headers);
     let mut ex = Exchange {
         request_id: rid,
         method: parts.method,
@@ -469,8 +465,7 @@ async fn call_backend(
     if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
         headers.insert(X_REQUEST_ID.clone(), v);
     }
-    let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    http.sign(&ex.method, &uri, &mut headers, now);
+    http.sign(&ex.method, &uri, &mut headers);
     let mut upstream = Request::new(body);
     *upstream.method_mut() = ex.method.clone();
     *upstream.uri_mut() = uri;

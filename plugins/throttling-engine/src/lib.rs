@@ -94,7 +94,9 @@ struct WhenConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleConfig {
+    /// For the people reading the config; the engine identifies rules by position.
     #[serde(default)]
+    #[allow(dead_code)]
     name: String,
     when: WhenConfig,
     limit: u64,
@@ -282,16 +284,18 @@ impl Throttling {
     /// Request Throttling 2.0: everything, from its JSON config.
     pub fn request_throttling_2_0(config: &str) -> Result<(Self, BindingInfo), ConfigError> {
         let c: Config = parse_config(config)?;
-        check_period("period", c.period)?;
-        for (name, limit) in
-            [("user_limit", c.user_limit), ("app_limit", c.app_limit), ("ip_limit", c.ip_limit)]
-        {
-            if let Some(l) = limit
-                && l > c.api_limit
-            {
-                return Err(err(name, format!("{l} is above api_limit ({})", c.api_limit)));
-            }
-        }
+        // The period and the four limits are the basic variant's; rules and exclusions come on top.
+        let basic = Basic {
+            scope: c.r#type,
+            period: c.period,
+            unit: c.unit,
+            api_limit: Some(c.api_limit),
+            user_limit: c.user_limit,
+            app_limit: c.app_limit,
+            ip_limit: c.ip_limit,
+            algorithm: c.algorithm,
+        };
+        let (mut policy, mut info) = Self::basic(basic, THROTTLED)?;
         if c.parameters.len() > MAX_PARAMETERS {
             return Err(err("parameters", format!("{} given, at most {MAX_PARAMETERS}", c.parameters.len())));
         }
@@ -311,7 +315,7 @@ impl Throttling {
             ));
         }
 
-        let mut fields = RequestFields::REQUEST_ID | RequestFields::ROUTE | RequestFields::IDENTITY;
+        let mut fields = info.request_fields;
         let mut headers: Vec<String> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         let mut params = Vec::new();
@@ -390,7 +394,6 @@ impl Throttling {
             }
             let period = r.period.unwrap_or(c.period);
             check_period(&at("period"), period)?;
-            let _ = r.name;
             rules.push(Rule {
                 conditions,
                 any,
@@ -399,31 +402,14 @@ impl Throttling {
             });
         }
 
-        if c.ip_limit.is_some() {
-            fields = fields | RequestFields::CLIENT_IP;
-        }
-        let mut info = BindingInfo::request_only();
         info.request_fields = fields;
         if !headers.is_empty() {
             info.request_headers = HeaderSelection::Only(headers);
         }
-        let policy = Throttling {
-            scope: c.r#type,
-            window_ms: c.period * c.unit.ms(),
-            api_limit: Some(c.api_limit),
-            user_limit: c.user_limit,
-            app_limit: c.app_limit,
-            ip_limit: c.ip_limit,
-            consistency: match c.algorithm {
-                Algorithm::Counter => Consistency::Cluster,
-                Algorithm::Local => Consistency::Local,
-            },
-            params,
-            rules,
-            app_exclusions: c.exclusions.apps.into_iter().map(|e| (e.id, e.limit)).collect(),
-            user_exclusions: c.exclusions.users.into_iter().map(|e| (e.name, e.limit)).collect(),
-            refusal: THROTTLED,
-        };
+        policy.params = params;
+        policy.rules = rules;
+        policy.app_exclusions = c.exclusions.apps.into_iter().map(|e| (e.id, e.limit)).collect();
+        policy.user_exclusions = c.exclusions.users.into_iter().map(|e| (e.name, e.limit)).collect();
         Ok((policy, info))
     }
 
