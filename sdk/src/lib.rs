@@ -226,13 +226,24 @@ impl Request {
         self.identity.as_ref().unwrap_or_else(|| unselected("identity"))
     }
 
-    /// A value set in the request context by an earlier policy.
+    /// A value set in the request context by an earlier policy, or by the gateway
+    /// (see [`CLIENT_CERT_SUBJECT`]).
     #[track_caller]
     pub fn context(&self, key: &str) -> Option<&str> {
         let context = self.context.as_ref().unwrap_or_else(|| unselected("context"));
         context.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
+
+    /// The verified client certificate's subject (`CN=app, O=Example`) when the request
+    /// came over mutual TLS. Needs the `context` field.
+    #[track_caller]
+    pub fn client_cert_subject(&self) -> Option<&str> {
+        self.context(CLIENT_CERT_SUBJECT)
+    }
 }
+
+/// The context key under which the gateway puts the client certificate's subject.
+pub const CLIENT_CERT_SUBJECT: &str = "client_cert_subject";
 
 impl Response {
     /// The first value of header `name` (case-insensitive), if the binding selected it.

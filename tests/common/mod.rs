@@ -111,7 +111,10 @@ async fn upstream_answer(req: Request<hyper::body::Incoming>) -> Response<Full<B
 
 /// A running `wasmgate run` process with its config file. Killed on drop.
 pub struct Gateway {
+    /// The first listener's address.
     pub addr: SocketAddr,
+    /// Every listener's address, in config order.
+    pub addrs: Vec<SocketAddr>,
     pub config: PathBuf,
     child: Child,
     dir: PathBuf,
@@ -195,14 +198,22 @@ impl Gateway {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let Some(addr) = line.trim().strip_prefix("wasmgate listening on http://") else {
-            let out = child.wait_with_output().unwrap();
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        };
-        let addr = addr.parse().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut addrs = Vec::new();
+        loop {
+            let mut line = String::new();
+            stdout.read_line(&mut line).unwrap();
+            let line = line.trim();
+            if line == "wasmgate ready" {
+                break;
+            }
+            let Some(addr) = line.strip_prefix("wasmgate listening on ").and_then(|a| a.split_once("://"))
+            else {
+                let out = child.wait_with_output().unwrap();
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            };
+            addrs.push(addr.1.parse().unwrap());
+        }
         // Keep stderr drained so the gateway never blocks on a full pipe.
         let stderr = child.stderr.take().unwrap();
         let log = dir.join("stderr.log");
@@ -210,7 +221,7 @@ impl Gateway {
             let mut out = std::fs::File::create(log).unwrap();
             let _ = std::io::copy(&mut BufReader::new(stderr), &mut out);
         });
-        Ok(Gateway { addr, config, child, dir })
+        Ok(Gateway { addr: addrs[0], addrs, config, child, dir })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -324,6 +335,7 @@ impl Drop for Redis {
 }
 
 /// A response read whole.
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,

@@ -6,7 +6,7 @@
 //! gateway builds a snapshot from this config; errors there name the same places.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,8 +59,22 @@ pub struct GatewayConfig {
     /// Apps that authenticate to APIs (AK/SK, AppCode, Basic).
     #[serde(default)]
     pub credentials: Vec<Credential>,
+    /// Server certificates for HTTPS listeners, bound to domains by name.
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
     #[serde(default)]
     pub groups: Vec<ApiGroup>,
+}
+
+/// A server certificate and its private key, in PEM files (re-read on every reload).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    pub name: String,
+    /// The chain, leaf first. Relative paths are resolved against the config file's folder.
+    pub cert: PathBuf,
+    /// PKCS#8, PKCS#1 (RSA) or SEC1 (EC) private key.
+    pub key: PathBuf,
 }
 
 /// An app: its keys and the APIs (or whole groups) it may call.
@@ -99,7 +113,11 @@ impl fmt::Debug for Credential {
 }
 
 fn default_listeners() -> Vec<Listener> {
-    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 8080)), trusted_proxies: Vec::new() }]
+    vec![Listener {
+        address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        trusted_proxies: Vec::new(),
+        tls: None,
+    }]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -111,6 +129,19 @@ pub struct Listener {
     /// not. Empty (the default): the peer address is the client IP.
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Present: the listener speaks HTTPS (TLS 1.2 and 1.3, HTTP/2 by ALPN), with the
+    /// certificate of the domain the client names (SNI).
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Served to clients that name no domain, or one without a certificate of its own;
+    /// unset, such handshakes are refused.
+    #[serde(default)]
+    pub default_certificate: Option<String>,
 }
 
 /// Process-wide settings.
@@ -172,11 +203,50 @@ pub struct PluginSource {
 pub struct ApiGroup {
     pub id: String,
     /// Host names this group answers on; empty or `*` answers on any host that no other
-    /// group claims.
-    #[serde(default)]
-    pub domains: Vec<String>,
+    /// group claims. Each is a name, or `{name, certificate, client_ca}` for HTTPS.
+    #[serde(default, deserialize_with = "domains")]
+    pub domains: Vec<Domain>,
     #[serde(default)]
     pub apis: Vec<Api>,
+}
+
+/// A domain a group answers on, with its HTTPS settings: a host name, or
+/// `{name, certificate, client_ca}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    pub name: String,
+    /// The certificate (by name) served when a client asks for this domain by SNI.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// PEM file of the CAs whose client certificates this domain accepts: mutual TLS.
+    /// Clients without a certificate signed by one of them are refused at the handshake.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A bare name or the full record; an untagged enum would hide which field is wrong.
+fn domains<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Domain>, D::Error> {
+    struct OneDomain(Domain);
+    impl<'de> Deserialize<'de> for OneDomain {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(DomainVisitor).map(OneDomain)
+        }
+    }
+    struct DomainVisitor;
+    impl<'de> serde::de::Visitor<'de> for DomainVisitor {
+        type Value = Domain;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a host name, or {name, certificate, client_ca}")
+        }
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Domain, E> {
+            Ok(Domain { name: name.into(), certificate: None, client_ca: None })
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Domain, A::Error> {
+            Domain::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    Ok(Vec::<OneDomain>::deserialize(d)?.into_iter().map(|d| d.0).collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,16 +432,23 @@ impl GatewayConfig {
             ConfigError { file: path.into(), location: String::new(), message }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for source in config.plugins.values_mut() {
-            if source.path.is_relative() {
-                source.path = base.join(&source.path);
+        let anchor = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
+        };
+        config.plugins.values_mut().for_each(|source| anchor(&mut source.path));
+        config.gateway.plugin_cache_dir.as_mut().map(anchor);
+        for c in &mut config.certificates {
+            anchor(&mut c.cert);
+            anchor(&mut c.key);
         }
-        if let Some(dir) = &mut config.gateway.plugin_cache_dir
-            && dir.is_relative()
-        {
-            *dir = base.join(&*dir);
-        }
+        config
+            .groups
+            .iter_mut()
+            .flat_map(|g| &mut g.domains)
+            .filter_map(|d| d.client_ca.as_mut())
+            .for_each(anchor);
         config.validate().map_err(|(location, message)| ConfigError {
             file: path.into(),
             location,
@@ -389,7 +466,8 @@ impl GatewayConfig {
         }
         let mut addrs = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
-            if !addrs.insert(l.address) {
+            // Port 0 asks the OS for a free port each time, so it can repeat.
+            if l.address.port() != 0 && !addrs.insert(l.address) {
                 return err(format!("listeners[{i}]"), format!("{} is listed twice", l.address));
             }
         }
@@ -409,6 +487,26 @@ impl GatewayConfig {
                 );
             }
         }
+        let mut cert_names = HashSet::new();
+        for (i, c) in self.certificates.iter().enumerate() {
+            if c.name.trim().is_empty() || !cert_names.insert(c.name.as_str()) {
+                return err(
+                    format!("certificates[{i}]"),
+                    format!("the name `{}` is empty or used twice", c.name),
+                );
+            }
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(c) = l.tls.as_ref().and_then(|t| t.default_certificate.as_ref())
+                && !cert_names.contains(c.as_str())
+            {
+                return err(
+                    format!("listeners[{i}].tls.default_certificate"),
+                    format!("no certificate is named `{c}`"),
+                );
+            }
+        }
+        let mut tls_domains: HashMap<String, &Domain> = HashMap::new();
         let mut group_ids = HashSet::new();
         let mut api_ids = HashSet::new();
         for group in &self.groups {
@@ -419,9 +517,29 @@ impl GatewayConfig {
             if !group_ids.insert(group.id.as_str()) {
                 return err(gloc, "group id is used twice".into());
             }
-            for d in &group.domains {
-                if d != "*" && (d.is_empty() || d.contains(['/', ' ', ':'])) {
-                    return err(format!("{gloc} > domains"), format!("`{d}` is not a host name"));
+            for (i, d) in group.domains.iter().enumerate() {
+                let dloc = format!("{gloc} > domains[{i}]");
+                let name = &d.name;
+                if name != "*" && (name.is_empty() || name.contains(['/', ' ', ':'])) {
+                    return err(dloc, format!("`{name}` is not a host name"));
+                }
+                if let Some(c) = &d.certificate {
+                    if name == "*" {
+                        return err(dloc, "a certificate is bound to a host name, not to `*`".into());
+                    }
+                    if !cert_names.contains(c.as_str()) {
+                        return err(
+                            format!("{dloc} > certificate"),
+                            format!("no certificate is named `{c}`"),
+                        );
+                    }
+                    if let Some(other) = tls_domains.insert(name.to_ascii_lowercase(), d)
+                        && (&other.certificate, &other.client_ca) != (&d.certificate, &d.client_ca)
+                    {
+                        return err(dloc, format!("`{name}` is bound with other TLS settings elsewhere"));
+                    }
+                } else if d.client_ca.is_some() {
+                    return err(format!("{dloc} > client_ca"), "mutual TLS needs a `certificate` too".into());
                 }
             }
             for api in &group.apis {
@@ -457,6 +575,19 @@ impl GatewayConfig {
                         None => self.check_binding(b, &format!("{aloc} > policies[{i}] ({})", b.plugin))?,
                     }
                 }
+            }
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(tls) = &l.tls
+                && tls.default_certificate.is_none()
+                && tls_domains.is_empty()
+            {
+                return err(
+                    format!("listeners[{i}].tls"),
+                    "no domain has a `certificate` and no `default_certificate` is set: \
+                     this HTTPS listener could not complete a handshake"
+                        .into(),
+                );
             }
         }
         let (mut ids, mut keys, mut codes) = (HashSet::new(), HashSet::new(), HashSet::new());
@@ -720,5 +851,37 @@ mod tests {
     fn relative_plugin_paths_resolve_against_the_config_folder() {
         let c = parse(&format!("plugins:\n  mine: {{path: p/mine.wasm}}\n{API}")).unwrap();
         assert_eq!(c.plugins["mine"].path, Path::new("/etc/wasmgate/p/mine.wasm"));
+    }
+
+    #[test]
+    fn domains_are_names_or_records_with_tls_paths_anchored() {
+        let c = parse(
+            "certificates: [{name: c, cert: c.crt, key: /k/c.key}]
+groups:
+- id: g
+  domains: [plain.example, {name: Secure.example, certificate: c, client_ca: ca.pem}]
+",
+        )
+        .unwrap();
+        let d = &c.groups[0].domains;
+        assert_eq!(d[0], Domain { name: "plain.example".into(), certificate: None, client_ca: None });
+        assert_eq!(d[1].certificate.as_deref(), Some("c"));
+        assert_eq!(d[1].client_ca.as_deref(), Some(Path::new("/etc/wasmgate/ca.pem")));
+        assert_eq!(c.certificates[0].cert, Path::new("/etc/wasmgate/c.crt"));
+        assert_eq!(c.certificates[0].key, Path::new("/k/c.key"));
+        // The same name bound twice must agree (the SNI lookup is case-insensitive).
+        let clash = parse(
+            "certificates: [{name: c, cert: c.crt, key: c.key}, {name: d, cert: d.crt, key: d.key}]
+groups:
+- {id: g, domains: [{name: a.example, certificate: c}]}
+- {id: h, domains: [{name: A.example, certificate: d}]}
+",
+        );
+        assert!(
+            clash
+                .unwrap_err()
+                .to_string()
+                .contains("group `h` > domains[0]: `A.example` is bound with other")
+        );
     }
 }

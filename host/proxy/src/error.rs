@@ -11,6 +11,8 @@ pub enum GatewayError {
     RouteNotFound,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("this domain requires a client certificate: connect with TLS, naming it (SNI)")]
+    Misdirected,
     #[error("the request body is larger than a policy on this API accepts")]
     BodyTooLarge,
     #[error("the backend is unavailable")]
@@ -37,6 +39,7 @@ impl GatewayError {
             RouteNotFound => (StatusCode::NOT_FOUND, "APIG.0101"),
             BadRequest(_) => (StatusCode::BAD_REQUEST, "APIG.0201"),
             BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "APIG.0204"),
+            Misdirected => (StatusCode::MISDIRECTED_REQUEST, "APIG.0205"),
             BackendUnavailable => (StatusCode::BAD_GATEWAY, "APIG.0202"),
             BackendTimeout => (StatusCode::GATEWAY_TIMEOUT, "APIG.0203"),
             PluginFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "APIG.0501"),

@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod router;
 pub mod server;
+pub mod tls;
 
 use arc_swap::ArcSwap;
 use backend::Backend;
@@ -28,10 +29,30 @@ pub use error::GatewayError;
 /// What a listener tells the pipeline about the connections it accepts.
 #[derive(Debug, Clone, Default)]
 pub struct ListenerSettings {
-    /// `http` or `https`.
-    pub scheme: &'static str,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Present on HTTPS listeners.
+    pub tls: Option<ListenerTls>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListenerTls {
+    /// The certificate (by name) for handshakes that name no known domain.
+    pub default_certificate: Option<String>,
+}
+
+/// One accepted connection, as the requests on it see it.
+pub struct Connection {
+    pub peer: std::net::SocketAddr,
+    pub listener: Arc<ListenerSettings>,
+    pub tls: Option<tls::TlsSession>,
+}
+
+impl Connection {
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
 }
 
 impl ListenerSettings {
@@ -129,11 +150,13 @@ pub struct Api {
 /// Everything a request needs to be routed and processed, built and validated as a whole.
 pub struct Snapshot {
     pub router: Router<Arc<Api>>,
+    /// Certificates by domain, for HTTPS listeners.
+    pub tls: tls::TlsStore,
 }
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Snapshot { router: Router::new() }
+        Snapshot { router: Router::new(), tls: tls::TlsStore::default() }
     }
 }
 
@@ -168,7 +191,7 @@ mod tests {
     #[test]
     fn the_client_is_the_rightmost_untrusted_forwarded_hop_behind_a_trusted_proxy() {
         let settings = ListenerSettings {
-            scheme: "http",
+            tls: None,
             trusted_proxies: vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
         };
         let mut h = http::HeaderMap::new();

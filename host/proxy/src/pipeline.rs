@@ -5,13 +5,12 @@ use crate::backend::{self, Backend, HttpBackend};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::policy::*;
-use crate::{Api, ListenerSettings, OnError, ProxyState};
+use crate::{Api, Connection, OnError, ProxyState};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::warn;
@@ -140,11 +139,14 @@ fn rejoin(head: Bytes, rest: Option<Incoming>) -> GatewayBody {
 }
 
 /// Serve one request. Never fails: every error becomes a gateway error response.
+/// The request-context key under which policies find the verified client certificate's
+/// subject on mutual-TLS connections.
+pub const CLIENT_CERT_SUBJECT: &str = "client_cert_subject";
+
 pub async fn handle(
     state: Arc<ProxyState>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    listener: &ListenerSettings,
+    conn: &Connection,
 ) -> Response<GatewayBody> {
     let start = Instant::now();
     let start_wall = SystemTime::now();
@@ -154,6 +156,13 @@ pub async fn handle(
     let Some(found) = snapshot.router.find(&host, req.method(), req.uri().path()) else {
         return finish(GatewayError::RouteNotFound.to_response(&rid), &rid);
     };
+    // A mutual-TLS domain is only served on a connection whose handshake named it: otherwise
+    // a client could shake hands as another domain and skip the certificate check.
+    if snapshot.tls.requires_client_certificate(&host)
+        && conn.tls.as_ref().and_then(|t| t.server_name.as_deref()) != Some(host.as_str())
+    {
+        return finish(GatewayError::Misdirected.to_response(&rid), &rid);
+    }
     let api: Arc<Api> = found.value.clone();
     let method_matched = found.method_matched;
     let (mut parts, body) = req.into_parts();
@@ -164,11 +173,15 @@ pub async fn handle(
     {
         parts.headers.insert(header::HOST, v);
     }
-    let client_ip = listener.client_ip(peer.ip(), &parts.headers);
+    let client_ip = conn.listener.client_ip(conn.peer.ip(), &parts.headers);
+    let context = match conn.tls.as_ref().and_then(|t| t.client_subject.as_ref()) {
+        Some(subject) => vec![(CLIENT_CERT_SUBJECT.to_string(), subject.clone())],
+        None => Vec::new(),
+    };
     let mut ex = Exchange {
         request_id: rid,
         method: parts.method,
-        scheme: listener.scheme,
+        scheme: conn.scheme(),
         host,
         path: parts.uri.path().to_string(),
         query: parts.uri.query().unwrap_or("").to_string(),
@@ -176,7 +189,7 @@ pub async fn handle(
         headers: parts.headers,
         client_ip,
         identity: Identity::default(),
-        context: Vec::new(),
+        context,
         body: None,
     };
     let chain = &api.chain;

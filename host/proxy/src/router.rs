@@ -134,7 +134,7 @@ impl<T> Router<T> {
     /// Add a route for `hosts` (empty or `*`: any host not claimed by another route's host).
     pub fn insert(
         &mut self,
-        hosts: &[String],
+        hosts: &[&str],
         methods: MethodSet,
         template: &str,
         prefix: bool,
@@ -143,7 +143,7 @@ impl<T> Router<T> {
     where
         T: Clone,
     {
-        let specific: Vec<&String> = hosts.iter().filter(|h| *h != "*").collect();
+        let specific: Vec<&str> = hosts.iter().copied().filter(|h| *h != "*").collect();
         if specific.is_empty() || specific.len() != hosts.len() {
             self.any_host.insert(template, methods.clone(), prefix, value.clone())?;
         }
@@ -325,8 +325,8 @@ mod tests {
     #[test]
     fn hosts_are_separate_and_star_is_the_fallback() {
         let mut r = Router::new();
-        r.insert(&["a.example".into()], None, "/x", false, "a").unwrap();
-        r.insert(&["*".into()], None, "/x", false, "any").unwrap();
+        r.insert(&["a.example"], None, "/x", false, "a").unwrap();
+        r.insert(&["*"], None, "/x", false, "any").unwrap();
         assert_eq!(*r.find("a.example", &Method::GET, "/x").unwrap().value, "a");
         assert_eq!(*r.find("b.example", &Method::GET, "/x").unwrap().value, "any");
     }

@@ -1,22 +1,30 @@
-//! Listeners: HTTP/1.1 and HTTP/2 (prior knowledge, h2c) on one port, graceful drain.
+//! Listeners: HTTP/1.1 and HTTP/2 on one port (h2c by prior knowledge on plain listeners,
+//! ALPN on TLS ones), graceful drain.
 
 use crate::pipeline::handle;
-use crate::{ListenerSettings, ProxyState};
+use crate::tls::TlsSession;
+use crate::{Connection, ListenerSettings, ProxyState};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::{debug, info, warn};
+
+/// A client that has not finished its TLS handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accept and serve connections until `shutdown` turns true, then let in-flight requests
 /// finish for up to `drain` before closing what is left.
 pub async fn serve(
-    listener_settings: Arc<ListenerSettings>,
+    settings: Arc<ListenerSettings>,
     listener: TcpListener,
     state: Arc<ProxyState>,
     mut shutdown: watch::Receiver<bool>,
@@ -37,16 +45,22 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (state, settings) = (state.clone(), listener_settings.clone());
-                let service = service_fn(move |req| {
-                    let (state, settings) = (state.clone(), settings.clone());
-                    async move { Ok::<_, Infallible>(handle(state, req, peer, &settings).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let (state, settings, builder) = (state.clone(), settings.clone(), builder.clone());
+                // Taken now, so a drain that starts during the TLS handshake still waits for
+                // this connection and then closes it gracefully.
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    if settings.tls.is_none() {
+                        let conn = Connection { peer, listener: settings, tls: None };
+                        return serve_connection(&builder, watcher, stream, state, conn).await;
+                    }
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_tls(&state, &settings, stream)).await {
+                        Ok(Ok((stream, session))) => {
+                            let conn = Connection { peer, listener: settings, tls: Some(session) };
+                            serve_connection(&builder, watcher, stream, state, conn).await
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
                 });
             }
@@ -57,5 +71,44 @@ pub async fn serve(
     info!("draining in-flight requests");
     if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
         warn!("drain timeout reached; closing remaining connections");
+    }
+}
+
+/// Read the ClientHello, pick the certificate of the domain it names from the current
+/// snapshot, and finish the handshake.
+async fn accept_tls(
+    state: &ProxyState,
+    settings: &ListenerSettings,
+    stream: TcpStream,
+) -> std::io::Result<(TlsStream<TcpStream>, TlsSession)> {
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let hello = start.client_hello();
+    let default = settings.tls.as_ref().and_then(|t| t.default_certificate.as_deref());
+    let Some(config) = state.snapshot.load().tls.config_for(hello.server_name(), default) else {
+        let name = hello.server_name().unwrap_or("(none)").to_string();
+        return Err(std::io::Error::other(format!("no certificate for server name {name}")));
+    };
+    let stream = start.into_stream(config).await?;
+    let session = TlsSession::of(stream.get_ref().1);
+    Ok((stream, session))
+}
+
+async fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    stream: S,
+    state: Arc<ProxyState>,
+    conn: Connection,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let service = service_fn(move |req| {
+        let (state, conn) = (state.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(handle(state, req, &conn).await) }
+    });
+    let serving = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+    if let Err(e) = watcher.watch(serving).await {
+        debug!(error = %e, "connection ended with an error");
     }
 }

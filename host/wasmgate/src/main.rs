@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 use wasmgate_config::GatewayConfig;
-use wasmgate_proxy::{ListenerSettings, ProxyState};
+use wasmgate_proxy::{ListenerSettings, ListenerTls, ProxyState};
 use wasmgate_runtime::PluginRuntime;
 use wasmgate_runtime::capabilities::cluster::ClusterCounters;
 use wasmgate_runtime::capabilities::credentials::{App, CredentialStore};
@@ -169,10 +169,14 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
         let listener =
             TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
         let addr = listener.local_addr()?;
-        // Tests and scripts read this line to learn the port when the config says :0.
-        println!("wasmgate listening on http://{addr}");
-        let settings =
-            Arc::new(ListenerSettings { scheme: "http", trusted_proxies: l.trusted_proxies.clone() });
+        // Tests and scripts read these lines, up to `wasmgate ready`, to learn the ports
+        // when the config says :0.
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        println!("wasmgate listening on {scheme}://{addr}");
+        let settings = Arc::new(ListenerSettings {
+            trusted_proxies: l.trusted_proxies.clone(),
+            tls: l.tls.as_ref().map(|t| ListenerTls { default_certificate: t.default_certificate.clone() }),
+        });
         servers.push(tokio::spawn(wasmgate_proxy::server::serve(
             settings,
             listener,
@@ -181,6 +185,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
             drain,
         )));
     }
+    println!("wasmgate ready");
     info!(
         ms = started.elapsed().as_millis() as u64,
         apis = cfg.groups.iter().map(|g| g.apis.len()).sum::<usize>(),

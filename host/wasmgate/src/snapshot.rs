@@ -10,6 +10,7 @@ use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfi
 use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::policy::{Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
+use wasmgate_proxy::tls::{ClientCa, LoadedCertificate, TlsStore};
 use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, Snapshot};
 use wasmgate_runtime::{PluginRuntime, PoolBuilder};
 
@@ -25,6 +26,8 @@ pub fn build(
     plugin_dir: &Path,
 ) -> Result<Snapshot, ConfigError> {
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
+    // Certificates first: reading files is cheaper than compiling plugins.
+    let tls = tls_store(cfg, file)?;
 
     // Pass 1: every binding joins the pool of its (plugin, memory cap).
     let mut pools: HashMap<(String, u32), PoolBuilder> = HashMap::new();
@@ -100,6 +103,7 @@ pub fn build(
     let mut placed = placed.into_iter();
     let mut router = Router::new();
     for group in &cfg.groups {
+        let domains: Vec<&str> = group.domains.iter().map(|d| d.name.as_str()).collect();
         for api in &group.apis {
             let location = format!("group `{}` > api `{}`", group.id, api.id);
             let mut bindings = Vec::with_capacity(api.policies.len());
@@ -149,15 +153,36 @@ pub fn build(
                 chain: PolicyChain::new(bindings),
             });
             router
-                .insert(
-                    &group.domains,
-                    methods,
-                    &api.path,
-                    api.match_mode == config::MatchMode::Prefix,
-                    entry,
-                )
+                .insert(&domains, methods, &api.path, api.match_mode == config::MatchMode::Prefix, entry)
                 .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
         }
     }
-    Ok(Snapshot { router })
+    Ok(Snapshot { router, tls })
+}
+
+/// Read every certificate, key and client CA the config names; a bad file fails the whole
+/// snapshot, so a reload with a broken certificate keeps serving the previous ones.
+fn tls_store(cfg: &GatewayConfig, file: &Path) -> Result<TlsStore, ConfigError> {
+    let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
+    let mut store = TlsStore::default();
+    let mut loaded = HashMap::new();
+    for (i, c) in cfg.certificates.iter().enumerate() {
+        let location = format!("certificates[{i}] ({})", c.name);
+        let cert =
+            LoadedCertificate::load(&c.cert, &c.key).map_err(|e| err(location.clone(), e.to_string()))?;
+        store.add_certificate(&c.name, &cert).map_err(|e| err(location, e.to_string()))?;
+        loaded.insert(c.name.as_str(), cert);
+    }
+    for group in &cfg.groups {
+        for (i, d) in group.domains.iter().enumerate() {
+            let Some(name) = &d.certificate else { continue };
+            let location = format!("group `{}` > domains[{i}] ({})", group.id, d.name);
+            let ca = d.client_ca.as_deref().map(ClientCa::load).transpose();
+            let ca = ca.map_err(|e| err(format!("{location} > client_ca"), e.to_string()))?;
+            store
+                .bind_domain(&d.name, name, &loaded[name.as_str()], ca.as_ref())
+                .map_err(|e| err(location, e.to_string()))?;
+        }
+    }
+    Ok(store)
 }
