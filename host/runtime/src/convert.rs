@@ -264,7 +264,10 @@ fn body_need(b: wit::BodyNeed) -> BodyNeed {
 }
 
 /// The proxy's part of what a binding declared, and the request selection the runtime keeps.
-pub fn binding_info(i: wit::BindingInfo) -> Result<(BindingInfo, RequestSelection), PolicyError> {
+/// The host's view of a binding's declarations, and the log sinks it asks for.
+pub type Accepted = (BindingInfo, RequestSelection, Vec<wit::LogSinkDecl>);
+
+pub fn binding_info(i: wit::BindingInfo) -> Result<Accepted, PolicyError> {
     let request = RequestSelection {
         fields: i.request_fields,
         headers: selection(i.request_headers.clone())?,
@@ -282,5 +285,5 @@ pub fn binding_info(i: wit::BindingInfo) -> Result<(BindingInfo, RequestSelectio
         response_body: body_need(i.response_body),
         fixed_response_headers: header_ops(i.fixed_response_headers)?,
     };
-    Ok((info, request))
+    Ok((info, request, i.log_sinks))
 }

@@ -102,7 +102,12 @@ impl PoolBuilder {
         let ticks = cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // +1: the deadline counts from the next tick, which may be almost due.
         self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1 });
-        self.scopes.push(BindingScope { namespace, api_id, plugin: self.plugin.clone() });
+        self.scopes.push(BindingScope {
+            namespace,
+            api_id,
+            plugin: self.plugin.clone(),
+            sinks: Default::default(),
+        });
         (self.slots.len() - 1) as u32
     }
 
@@ -133,7 +138,12 @@ impl PoolBuilder {
                 healthy = true;
             }
             out.push(match pool.configure(&mut inst, binding) {
-                Ok(Ok((info, request))) => Ok(WasmPolicy { pool: pool.clone(), binding, info, request }),
+                Ok(Ok((info, request, sinks))) => pool.grant_sinks(binding, &sinks).map(|()| WasmPolicy {
+                    pool: pool.clone(),
+                    binding,
+                    info,
+                    request,
+                }),
                 Ok(Err(e)) => Err(BindingError::Config { field: e.field, message: e.message }),
                 Err(e) => {
                     healthy = false;
@@ -185,6 +195,23 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> PolicyError {
 }
 
 impl PluginPool {
+    /// Give `binding` the producers for the sinks it declared.
+    fn grant_sinks(
+        &self,
+        binding: u32,
+        decls: &[crate::bindings::wasmgate::plugin::types::LogSinkDecl],
+    ) -> Result<(), BindingError> {
+        let granted = decls.iter().map(|d| {
+            self.runtime.caps.log_sinks.grant(d).map_err(|message| BindingError::Config {
+                field: String::new(),
+                message: format!("log sink `{}`: {message}", d.name),
+            })
+        });
+        let granted = granted.collect::<Result<Vec<_>, _>>()?;
+        let _ = self.scopes[binding as usize].sinks.set(granted);
+        Ok(())
+    }
+
     fn instantiate(&self) -> Result<Instance, PolicyError> {
         let wasi =
             WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
@@ -216,13 +243,8 @@ impl PluginPool {
         &self,
         inst: &mut Instance,
         binding: u32,
-    ) -> Result<
-        Result<
-            (BindingInfo, convert::RequestSelection),
-            crate::bindings::wasmgate::plugin::types::ConfigError,
-        >,
-        PolicyError,
-    > {
+    ) -> Result<Result<convert::Accepted, crate::bindings::wasmgate::plugin::types::ConfigError>, PolicyError>
+    {
         let slot = &self.slots[binding as usize];
         inst.store.set_epoch_deadline(slot.cpu_ticks);
         inst.store.data_mut().current = binding;

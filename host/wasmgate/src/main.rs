@@ -17,6 +17,7 @@ use wasmgate_proxy::{ListenerSettings, ListenerTls, ProxyState};
 use wasmgate_runtime::PluginRuntime;
 use wasmgate_runtime::capabilities::cluster::ClusterCounters;
 use wasmgate_runtime::capabilities::credentials::{App, CredentialStore};
+use wasmgate_runtime::capabilities::log_sink::BufferLimits;
 
 #[derive(Parser)]
 #[command(
@@ -106,6 +107,8 @@ fn main() -> Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in log files and collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // Panics are contained per request or per plugin call; log them like everything else.
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
@@ -140,6 +143,11 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     let started = Instant::now();
     let cfg = GatewayConfig::load(&config_path)?;
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
+    let b = cfg.gateway.log_buffer;
+    runtime
+        .capabilities()
+        .log_sinks
+        .set_limits(BufferLimits { messages: b.max_messages, bytes: b.max_bytes });
     let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
     apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {
@@ -199,6 +207,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
         state,
         listeners: cfg.listeners.clone(),
         redis: cfg.gateway.redis.clone(),
+        log_buffer: cfg.gateway.log_buffer,
     };
     loop {
         tokio::select! {
@@ -218,6 +227,9 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     for s in servers {
         let _ = s.await;
     }
+    // Log messages already accepted get a last chance to reach their brokers.
+    let caps = reload.runtime.capabilities().clone();
+    let _ = tokio::task::spawn_blocking(move || caps.log_sinks.flush(Duration::from_secs(5))).await;
     Ok(())
 }
 
@@ -245,6 +257,7 @@ struct Reloader {
     state: Arc<ProxyState>,
     listeners: Vec<wasmgate_config::Listener>,
     redis: Option<wasmgate_config::RedisSettings>,
+    log_buffer: wasmgate_config::LogBuffer,
 }
 
 impl Reloader {
@@ -267,6 +280,9 @@ impl Reloader {
                 }
                 if cfg.gateway.redis != self.redis {
                     warn!("gateway.redis changes take effect on restart only");
+                }
+                if cfg.gateway.log_buffer != self.log_buffer {
+                    warn!("gateway.log_buffer changes take effect on restart only");
                 }
                 info!("config reloaded");
             }

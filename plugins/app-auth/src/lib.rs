@@ -86,8 +86,9 @@ impl Policy for AppAuth {
 
     fn on_request(&self, req: &Request) -> RequestAction {
         match self.authenticate(req) {
-            Ok(cred) if cred.authorized => RequestAction::Continue(RequestChanges {
+            Ok((cred, auth_type)) if cred.authorized => RequestAction::Continue(RequestChanges {
                 identity: Some(Identity { app_id: Some(cred.app_id), user: None }),
+                context: vec![("auth_type".into(), auth_type.into())],
                 ..Default::default()
             }),
             Ok(_) => refuse(req, NOT_AUTHORIZED),
@@ -101,20 +102,21 @@ fn refuse(req: &Request, Refusal(status, code, message): Refusal) -> RequestActi
 }
 
 impl AppAuth {
-    fn authenticate(&self, req: &Request) -> Result<Credential, Refusal> {
+    /// The caller's credential and how it authenticated (`auth_type` in logs).
+    fn authenticate(&self, req: &Request) -> Result<(Credential, &'static str), Refusal> {
         let authorization = req.header("authorization").unwrap_or("");
         if self.modes.contains(&Mode::SdkHmacSha256) && authorization.starts_with(ALGORITHM) {
-            return self.verify_signature(req, authorization);
+            return self.verify_signature(req, authorization).map(|c| (c, "sdk-hmac-sha256"));
         }
         if self.modes.contains(&Mode::Hmac)
             && let Some(params) = authorization.strip_prefix("Signature ")
         {
-            return self.verify_hmac(req, params);
+            return self.verify_hmac(req, params).map(|c| (c, "hmac"));
         }
         if self.modes.contains(&Mode::AppCode)
             && let Some(code) = req.header("x-apig-appcode")
         {
-            return credentials::by_app_code(code).ok_or(UNKNOWN_KEY);
+            return credentials::by_app_code(code).map(|c| (c, "app-code")).ok_or(UNKNOWN_KEY);
         }
         if self.modes.contains(&Mode::Basic)
             && let Some(b64) = authorization.strip_prefix("Basic ")
@@ -125,7 +127,7 @@ impl AppAuth {
             let (key, secret) = text.split_once(':').ok_or(MALFORMED)?;
             let cred = credentials::by_key(key).ok_or(UNKNOWN_KEY)?;
             if bool::from(cred.secret.as_bytes().ct_eq(secret.as_bytes())) {
-                return Ok(cred);
+                return Ok((cred, "basic"));
             }
             return Err(BAD_SIGNATURE);
         }

@@ -23,6 +23,8 @@ pub struct Capabilities {
     pub kv: kv::KvStore,
     /// Swapped whole when a new config is accepted.
     pub credentials: arc_swap::ArcSwap<credentials::CredentialStore>,
+    /// Kafka producers, kept across reloads.
+    pub log_sinks: log_sink::LogSinks,
 }
 
 /// Who is calling: set on the store before each phase call.
@@ -32,6 +34,8 @@ pub struct BindingScope {
     pub namespace: String,
     pub api_id: String,
     pub plugin: Arc<str>,
+    /// The sinks the binding declared, granted when its config was accepted.
+    pub sinks: std::sync::OnceLock<Vec<log_sink::GrantedSink>>,
 }
 
 impl BindingScope {
