@@ -2,42 +2,17 @@
 //! been sent) and handed to the host's Kafka producer through `log-sink.publish`, which only
 //! queues it. The message layout is in `docs/kafka-log.md`.
 
+mod message;
+
+use message::{BODY_LIMIT, FIELDS, Field, Message, Pairs, body_text};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use wasmgate_sdk::host::{log, log_sink};
 use wasmgate_sdk::prelude::*;
 use wasmgate_sdk::{KafkaProtocol, KafkaSecurity, KafkaSink, LogSinkDecl, SaslCredentials, SaslMechanism};
 
-/// A logged body is cut here (`body_truncated`).
-const BODY_LIMIT: usize = 1024;
-/// The whole message is kept under this by cutting fields.
-const MESSAGE_LIMIT: usize = 4096;
 const SINK: &str = "kafka";
-
-/// The system fields, in the order they are documented; all on unless switched off.
-const SYSTEM_FIELDS: [&str; 20] = [
-    "start_time",
-    "request_id",
-    "client_ip",
-    "api_id",
-    "group_id",
-    "environment",
-    "app_id",
-    "user",
-    "auth_type",
-    "method",
-    "scheme",
-    "host",
-    "uri",
-    "user_agent",
-    "status",
-    "request_size",
-    "response_size",
-    "total_latency_ms",
-    "backend_latency_ms",
-    "backend_outcome",
-];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,7 +82,7 @@ enum Mechanism {
 enum Key {
     None,
     Literal(Vec<u8>),
-    Field(&'static str),
+    Field(Field),
 }
 
 /// Which names to log: all, or these (lower-cased for headers).
@@ -135,16 +110,18 @@ impl Pick {
 
 struct KafkaLog {
     key: Key,
-    fields: Vec<&'static str>,
+    /// System fields switched off.
+    off: Vec<Field>,
     headers: Option<Pick>,
     query: Option<Pick>,
     request_body: bool,
     response_body: bool,
 }
 
-fn known_field(name: &str, at: &str) -> Result<&'static str, ConfigError> {
-    SYSTEM_FIELDS.iter().find(|f| **f == name).copied().ok_or_else(|| {
-        ConfigError::new(at, format!("unknown system field `{name}` ({})", SYSTEM_FIELDS.join(", ")))
+fn known_field(name: &str, at: &str) -> Result<Field, ConfigError> {
+    FIELDS.iter().find(|(_, n)| *n == name).map(|(f, _)| *f).ok_or_else(|| {
+        let names: Vec<&str> = FIELDS.iter().map(|(_, n)| *n).collect();
+        ConfigError::new(at, format!("unknown system field `{name}` ({})", names.join(", ")))
     })
 }
 
@@ -227,10 +204,13 @@ impl Policy for KafkaLog {
     fn configure(config: &str) -> Result<(Self, BindingInfo), ConfigError> {
         let c: Config = parse_config(config)?;
         let kafka = sink(&c)?;
-        for name in c.system_fields.keys() {
-            known_field(name, &format!("system_fields.{name}"))?;
+        let mut off = Vec::new();
+        for (name, on) in &c.system_fields {
+            let field = known_field(name, &format!("system_fields.{name}"))?;
+            if !on {
+                off.push(field);
+            }
         }
-        let fields = SYSTEM_FIELDS.into_iter().filter(|f| c.system_fields.get(*f) != Some(&false)).collect();
         let key = match c.key.as_deref() {
             None | Some("") => Key::None,
             Some(k) => match k.strip_prefix('$') {
@@ -266,7 +246,7 @@ impl Policy for KafkaLog {
         info.log_sinks = vec![LogSinkDecl { name: SINK.into(), kafka }];
         let me = KafkaLog {
             key,
-            fields,
+            off,
             headers,
             query: Pick::new(c.query_strings),
             request_body: c.request_body,
@@ -276,170 +256,46 @@ impl Policy for KafkaLog {
     }
 
     fn on_log(&self, entry: &LogEntry) {
-        let message = self.message(entry);
+        let mut m = Message::system(entry);
         let key = match &self.key {
             Key::None => None,
-            Key::Literal(k) => Some(k.clone()),
-            Key::Field(f) => Some(match system_field(entry, f) {
-                Value::String(s) => s.into_bytes(),
-                other => other.to_string().into_bytes(),
-            }),
+            Key::Literal(k) => Some(Cow::Borrowed(k.as_slice())),
+            Key::Field(f) => Some(Cow::Owned(m.text(*f).into_bytes())),
         };
+        for f in &self.off {
+            m.switch_off(*f);
+        }
+        let req = &entry.request;
+        if let Some(pick) = &self.headers {
+            let headers = req.headers.iter().filter(|(n, _)| pick.wants(n));
+            m.request_headers =
+                Some(Pairs(headers.map(|(n, v)| (n.as_str(), Cow::Borrowed(v.as_str()))).collect()));
+        }
+        if let Some(pick) = &self.query {
+            let query = query_pairs(req.query()).filter(|(k, _)| pick.wants(k));
+            m.query_strings = Some(Pairs(query.map(|(k, v)| (k, Cow::Borrowed(v))).collect()));
+        }
+        if self.request_body {
+            m.request_body = Some(body_text(&req.body));
+        }
+        if self.response_body {
+            m.response_body = Some(body_text(&entry.response.body));
+        }
+        if self.request_body || self.response_body {
+            let cut = (self.request_body && entry.request_body_truncated)
+                || (self.response_body && entry.response_body_truncated);
+            m.body_truncated = Some(cut);
+        }
+        let message = m.into_json();
         if let Err(e) = log_sink::publish(SINK, key.as_deref(), message.as_bytes()) {
             log::write(log::Level::Warn, &format!("log message not queued: {e:?}"));
         }
     }
 }
 
-fn system_field(entry: &LogEntry, name: &str) -> Value {
-    let (req, resp) = (&entry.request, &entry.response);
-    let identity = req.identity();
-    match name {
-        "start_time" => json!(entry.start_time_ms),
-        "request_id" => json!(req.request_id()),
-        "client_ip" => json!(req.client_ip()),
-        "api_id" => json!(req.route().api_id),
-        "group_id" => json!(req.route().group_id),
-        "environment" => json!(req.route().environment),
-        "app_id" => json!(identity.app_id),
-        "user" => json!(identity.user),
-        "auth_type" => json!(req.context("auth_type").unwrap_or("none")),
-        "method" => json!(method(req)),
-        "scheme" => json!(if matches!(req.scheme, wasmgate_sdk::Scheme::Https) { "https" } else { "http" }),
-        "host" => json!(req.host()),
-        "uri" => {
-            let q = req.query();
-            json!(if q.is_empty() { req.path().to_string() } else { format!("{}?{q}", req.path()) })
-        }
-        "user_agent" => json!(req.header("user-agent").unwrap_or("")),
-        "status" => json!(resp.status),
-        "request_size" => json!(entry.request_size),
-        "response_size" => json!(entry.response_size),
-        "total_latency_ms" => json!(entry.total_latency_ms),
-        "backend_latency_ms" => json!(resp.backend_latency_ms),
-        "backend_outcome" => json!(match resp.outcome {
-            BackendOutcome::Responded => "responded",
-            BackendOutcome::TimedOut => "timed-out",
-            BackendOutcome::Failed => "failed",
-            BackendOutcome::NotCalled => "not-called",
-        }),
-        _ => Value::Null,
-    }
-}
-
-fn method(req: &Request) -> &str {
-    match &req.method {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Delete => "DELETE",
-        Method::Options => "OPTIONS",
-        Method::Patch => "PATCH",
-        Method::Other(m) => m,
-    }
-}
-
 /// Percent-decoding is left to the reader: values are logged as they arrived.
 fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
-}
-
-fn body_text(body: &Option<Vec<u8>>) -> String {
-    let b = body.as_deref().unwrap_or_default();
-    String::from_utf8_lossy(&b[..b.len().min(BODY_LIMIT)]).into_owned()
-}
-
-/// Cut `s` by at least `excess` bytes, on a character boundary; false when it was empty.
-fn shorten(s: &mut String, excess: usize) -> bool {
-    if s.is_empty() {
-        return false;
-    }
-    let mut end = s.len().saturating_sub(excess);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    true
-}
-
-impl KafkaLog {
-    fn message(&self, entry: &LogEntry) -> String {
-        let mut m = Map::new();
-        for f in &self.fields {
-            m.insert((*f).to_string(), system_field(entry, f));
-        }
-        let req = &entry.request;
-        if let Some(pick) = &self.headers {
-            let headers: Map<String, Value> = req
-                .headers
-                .iter()
-                .filter(|(n, _)| pick.wants(n))
-                .map(|(n, v)| (n.clone(), json!(v)))
-                .collect();
-            m.insert("request_headers".into(), Value::Object(headers));
-        }
-        if let Some(pick) = &self.query {
-            let query: Map<String, Value> = query_pairs(req.query())
-                .filter(|(k, _)| pick.wants(k))
-                .map(|(k, v)| (k.into(), json!(v)))
-                .collect();
-            m.insert("query_strings".into(), Value::Object(query));
-        }
-        let mut body_truncated = false;
-        if self.request_body {
-            m.insert("request_body".into(), json!(body_text(&req.body)));
-            body_truncated |= entry.request_body_truncated;
-        }
-        if self.response_body {
-            m.insert("response_body".into(), json!(body_text(&entry.response.body)));
-            body_truncated |= entry.response_body_truncated;
-        }
-        if self.request_body || self.response_body {
-            m.insert("body_truncated".into(), json!(body_truncated));
-        }
-        fit(&mut m)
-    }
-}
-
-/// Keep the message under [`MESSAGE_LIMIT`] by cutting, in this order, the response body,
-/// the request body, the logged headers and query values, the user agent and the URI.
-fn fit(m: &mut Map<String, Value>) -> String {
-    const CUTTABLE: [&str; 6] =
-        ["response_body", "request_body", "request_headers", "query_strings", "user_agent", "uri"];
-    loop {
-        let text = serde_json::to_string(&*m).expect("a JSON map serialises");
-        let len = text.len();
-        if len <= MESSAGE_LIMIT {
-            return text;
-        }
-        // Room for the flags added below.
-        let excess = len - MESSAGE_LIMIT + 48;
-        let cut = CUTTABLE.iter().find_map(|name| {
-            let done = match m.get_mut(*name)? {
-                Value::String(s) => shorten(s, excess),
-                // Longest value first; an emptied entry goes.
-                Value::Object(o) => {
-                    let longest = o.iter().max_by_key(|(_, v)| v.as_str().map_or(0, str::len))?.0.clone();
-                    let shortened = match o.get_mut(&longest) {
-                        Some(Value::String(s)) => shorten(s, excess),
-                        _ => false,
-                    };
-                    if !shortened {
-                        o.remove(&longest);
-                    }
-                    true
-                }
-                _ => false,
-            };
-            done.then_some(*name)
-        });
-        let Some(name) = cut else { return text };
-        if name.ends_with("_body") {
-            m.insert("body_truncated".into(), json!(true));
-        }
-        m.insert("message_truncated".into(), json!(true));
-    }
 }
 
 wasmgate_sdk::export_policy!(KafkaLog);

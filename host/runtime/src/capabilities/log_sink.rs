@@ -3,8 +3,8 @@
 //! One [`Producer`] per distinct broker list and security settings, shared by every binding
 //! that names them and kept across reloads (the registry holds it weakly; snapshots hold it).
 //! `publish` only appends to the producer's bounded buffer, so a log phase never waits for
-//! Kafka. A dispatcher thread per producer hands messages to librdkafka, at most
-//! [`IN_FLIGHT`] at a time; a message whose delivery fails because no broker answered goes
+//! Kafka. A dispatcher thread per producer hands messages to librdkafka, at most an eighth of
+//! the buffer (≤ 1,024) at a time; a message whose delivery fails because no broker answered goes
 //! back to the front of the buffer and is sent again after the retry interval, so while the
 //! brokers are down messages wait in the buffer, and when it is full the oldest waiting one
 //! is dropped and counted.
@@ -21,9 +21,11 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// Messages handed to librdkafka and not yet reported delivered or failed, per producer.
-/// They count toward the buffer but cannot be dropped, so keep this small next to it.
-pub const IN_FLIGHT: usize = 64;
+/// The most messages handed to librdkafka and not yet reported delivered or failed, per
+/// producer. They count toward the buffer but cannot be dropped, so this stays a fraction of
+/// it; and it must cover what arrives during librdkafka's batching delay and a round trip,
+/// or it caps throughput.
+const MAX_IN_FLIGHT: usize = 1024;
 /// A single message's limit (Kafka's default `message.max.bytes` is about 1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
@@ -153,6 +155,8 @@ struct Buffer {
     /// No sending before this (after a failed delivery).
     paused_until: Option<Instant>,
     stopping: bool,
+    /// The dispatcher is in its long sleep and must be woken for new messages.
+    sleeping: bool,
 }
 
 /// State shared by the publishers, the dispatcher thread and librdkafka's delivery callback.
@@ -161,6 +165,8 @@ struct Shared {
     buffer: Mutex<Buffer>,
     changed: Condvar,
     limits: BufferLimits,
+    /// An eighth of the buffer, at most [`MAX_IN_FLIGHT`].
+    in_flight_cap: usize,
     retry_interval: Duration,
     delivered: AtomicU64,
     dropped: AtomicU64,
@@ -171,6 +177,9 @@ impl Shared {
     /// Append, dropping the oldest waiting messages while over the limits.
     fn push(&self, msg: Pending) {
         let mut b = self.buffer.lock().unwrap();
+        // Under traffic the dispatcher looks for work every NAP by itself: waking it for each
+        // message would cost a syscall and a context switch per request.
+        let wake = b.sleeping;
         b.bytes += msg.size();
         b.waiting.push_back(msg);
         let mut dropped = 0;
@@ -183,7 +192,9 @@ impl Shared {
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
-        self.changed.notify_one();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 
     /// A delivery failed for want of a broker: first in line again, after a pause.
@@ -204,10 +215,14 @@ impl Shared {
 
     fn done(&self, msg: &Pending) {
         let mut b = self.buffer.lock().unwrap();
+        // Wake the dispatcher if it was held back by the cap, and flushers once all is out.
+        let wake = b.in_flight == self.in_flight_cap || (b.in_flight == 1 && b.waiting.is_empty());
         b.in_flight -= 1;
         b.bytes -= msg.size();
         drop(b);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -266,6 +281,7 @@ impl Producer {
             buffer: Mutex::new(Buffer::default()),
             changed: Condvar::new(),
             limits,
+            in_flight_cap: (limits.messages / 8).clamp(1, MAX_IN_FLIGHT),
             retry_interval: Duration::from_millis(k.retry_interval_ms.max(100) as u64),
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -302,11 +318,19 @@ impl Drop for Producer {
     }
 }
 
-/// Move messages from the buffer into librdkafka; report drops once a second.
+/// How often the dispatcher looks for new messages while they keep coming (librdkafka batches
+/// for 5 ms anyway), and how many empty looks before it sleeps until woken.
+const NAP: Duration = Duration::from_millis(2);
+const NAPS_BEFORE_SLEEP: u32 = 50;
+
+/// Move messages from the buffer into librdkafka, as many as the cap allows per turn; report
+/// drops at most once a second.
 fn dispatch(shared: &Shared, producer: &ThreadedProducer<Delivery>) {
     let mut reported_drops = 0;
     let mut last_report = Instant::now();
     let mut stop_deadline: Option<Instant> = None;
+    let mut batch = Vec::new();
+    let mut empty_naps = 0;
     loop {
         let mut b = shared.buffer.lock().unwrap();
         let now = Instant::now();
@@ -316,22 +340,35 @@ fn dispatch(shared: &Shared, producer: &ThreadedProducer<Delivery>) {
         if stop_deadline.is_some_and(|d| now >= d || (b.waiting.is_empty() && b.in_flight == 0)) {
             break;
         }
+        let dropped = shared.dropped.load(Ordering::Relaxed);
+        if dropped != reported_drops && now >= last_report + Duration::from_secs(1) {
+            warn!(sink = %shared.name, dropped_total = dropped, "log buffer full: oldest messages dropped");
+            (reported_drops, last_report) = (dropped, now);
+        }
         let paused = b.paused_until.filter(|t| *t > now);
-        if paused.is_none() && b.in_flight < IN_FLIGHT && !b.waiting.is_empty() {
-            let msg = b.waiting.pop_front().expect("not empty");
-            b.in_flight += 1;
+        let room = shared.in_flight_cap - b.in_flight;
+        if paused.is_none() && room > 0 && !b.waiting.is_empty() {
+            empty_naps = 0;
+            let n = room.min(b.waiting.len());
+            batch.extend(b.waiting.drain(..n));
+            b.in_flight += n;
             drop(b);
-            send(shared, producer, msg);
+            for msg in batch.drain(..) {
+                send(shared, producer, msg);
+            }
             continue;
         }
-        let wait = paused.map_or(Duration::from_secs(1), |t| t - now).min(Duration::from_secs(1));
-        drop(shared.changed.wait_timeout(b, wait).unwrap());
-        let dropped = shared.dropped.load(Ordering::Relaxed);
-        if dropped != reported_drops && last_report.elapsed() >= Duration::from_secs(1) {
-            warn!(sink = %shared.name, dropped_total = dropped, "log buffer full: oldest messages dropped");
-            reported_drops = dropped;
-            last_report = Instant::now();
+        let wait = match paused {
+            Some(until) => (until - now).min(Duration::from_secs(1)),
+            None if b.waiting.is_empty() && empty_naps >= NAPS_BEFORE_SLEEP => Duration::from_secs(1),
+            None => NAP,
+        };
+        if b.waiting.is_empty() {
+            empty_naps += 1;
         }
+        b.sleeping = wait == Duration::from_secs(1);
+        let mut b = shared.changed.wait_timeout(b, wait).unwrap().0;
+        b.sleeping = false;
     }
     let _ = producer.flush(Duration::from_secs(1));
 }
