@@ -38,14 +38,17 @@ struct Args {
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut addr, mut ca, mut name, mut duration, mut connections) = (None, None, "bench.example".to_string(), 5.0, 16);
+    let (mut addr, mut ca, mut name, mut duration, mut connections) =
+        (None, None, "bench.example".to_string(), 5.0, 16);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--ca" => ca = Some(value()?),
             "--name" => name = value()?,
             "--duration" => duration = value()?.parse::<f64>().map_err(|e| e.to_string())?,
-            "--connections" => connections = value()?.parse().map_err(|e: std::num::ParseIntError| e.to_string())?,
+            "--connections" => {
+                connections = value()?.parse().map_err(|e: std::num::ParseIntError| e.to_string())?
+            }
             _ => addr = Some(a),
         }
     }
@@ -76,7 +79,10 @@ async fn one(
     // The gateway closes without close_notify once the response is sent; that is fine here.
     let _ = tls.read_to_end(&mut answer).await;
     if !answer.starts_with(b"HTTP/1.1 200") {
-        return Err(format!("unexpected answer: {:?}", String::from_utf8_lossy(&answer[..answer.len().min(40)])));
+        return Err(format!(
+            "unexpected answer: {:?}",
+            String::from_utf8_lossy(&answer[..answer.len().min(40)])
+        ));
     }
     Ok(handshake)
 }
