@@ -276,6 +276,24 @@ impl Drop for Gateway {
     }
 }
 
+/// Wait (up to 5 s) until something accepts connections on the loopback `port`.
+fn wait_listening(port: u16, what: &str) {
+    for _ in 0..500 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// A `redis-server` on a loopback port of its own, without persistence. Killed on drop.
 pub struct Redis {
     pub port: u16,
@@ -307,20 +325,11 @@ impl Redis {
             .spawn()
             .expect("redis-server (scripts/setup installs it)");
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server did not listen on {}", self.port);
+        wait_listening(self.port, "redis-server");
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 
     pub fn url(&self) -> String {
@@ -440,20 +449,11 @@ impl Kafka {
             .spawn()
             .expect("tansu");
         self.child = Some(child);
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("tansu did not listen on {}", self.port);
+        wait_listening(self.port, "tansu");
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        kill(&mut self.child);
     }
 
     pub fn brokers(&self) -> String {

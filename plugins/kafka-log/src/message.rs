@@ -132,19 +132,6 @@ pub struct Message<'a> {
     message_truncated: Option<bool>,
 }
 
-fn method(m: &Method) -> &str {
-    match m {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Delete => "DELETE",
-        Method::Options => "OPTIONS",
-        Method::Patch => "PATCH",
-        Method::Other(m) => m,
-    }
-}
-
 /// The first [`BODY_LIMIT`] bytes, invalid UTF-8 replaced.
 pub fn body_text(body: &Option<Vec<u8>>) -> Cow<'_, str> {
     let b = body.as_deref().unwrap_or_default();
@@ -167,7 +154,7 @@ impl<'a> Message<'a> {
             app_id: Some(identity.app_id.as_deref()),
             user: Some(identity.user.as_deref()),
             auth_type: Some(req.context("auth_type").unwrap_or("none")),
-            method: Some(method(&req.method)),
+            method: Some(req.method.as_str()),
             scheme: Some(if matches!(req.scheme, wasmgate_sdk::Scheme::Https) { "https" } else { "http" }),
             host: Some(req.host()),
             uri: Some(if query.is_empty() {
