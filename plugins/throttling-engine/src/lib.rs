@@ -8,10 +8,10 @@
 //! `credential-quota` (calls per credential per period).
 
 use serde::Deserialize;
+use wasmgate_param_rules::{Matcher, ParameterConfig, Parameters, WhenConfig};
 use wasmgate_sdk::host::counters::{self, Consistency};
 use wasmgate_sdk::prelude::*;
 
-const MAX_PARAMETERS: usize = 20;
 const MAX_RULES: usize = 100;
 const MAX_EXCLUSIONS: usize = 30;
 
@@ -47,48 +47,6 @@ impl Unit {
 pub enum Algorithm {
     Counter,
     Local,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Source {
-    Path,
-    Query,
-    Header,
-    System,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ParameterConfig {
-    name: String,
-    from: Source,
-    /// Path parameter, query key, header name, or one of the system parameters.
-    key: String,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Values {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConditionConfig {
-    param: String,
-    op: String,
-    value: Values,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WhenConfig {
-    #[serde(default)]
-    all: Vec<ConditionConfig>,
-    #[serde(default)]
-    any: Vec<ConditionConfig>,
 }
 
 #[derive(Deserialize)]
@@ -163,31 +121,8 @@ pub fn counter() -> Algorithm {
     Algorithm::Counter
 }
 
-/// Where a parameter's value comes from, resolved at load.
-enum Param {
-    FromPath(String),
-    Query(String),
-    Header(String),
-    ReqPath,
-    Method,
-    ServerName,
-    SourceIp,
-}
-
-enum Op {
-    Eq(String),
-    In(Vec<String>),
-    Matches(regex_lite::Regex),
-}
-
-struct Condition {
-    param: usize,
-    op: Op,
-}
-
 struct Rule {
-    conditions: Vec<Condition>,
-    any: bool,
+    matcher: Matcher,
     limit: u64,
     window_ms: u64,
 }
@@ -210,7 +145,7 @@ pub struct Throttling {
     app_limit: Option<u64>,
     ip_limit: Option<u64>,
     consistency: Consistency,
-    params: Vec<Param>,
+    params: Parameters,
     rules: Vec<Rule>,
     app_exclusions: Vec<(String, u64)>,
     user_exclusions: Vec<(String, u64)>,
@@ -272,7 +207,7 @@ impl Throttling {
                 Algorithm::Counter => Consistency::Cluster,
                 Algorithm::Local => Consistency::Local,
             },
-            params: Vec::new(),
+            params: Parameters::default(),
             rules: Vec::new(),
             app_exclusions: Vec::new(),
             user_exclusions: Vec::new(),
@@ -296,9 +231,6 @@ impl Throttling {
             algorithm: c.algorithm,
         };
         let (mut policy, mut info) = Self::basic(basic, THROTTLED)?;
-        if c.parameters.len() > MAX_PARAMETERS {
-            return Err(err("parameters", format!("{} given, at most {MAX_PARAMETERS}", c.parameters.len())));
-        }
         if c.rules.len() > MAX_RULES {
             return Err(err("rules", format!("{} given, at most {MAX_RULES}", c.rules.len())));
         }
@@ -315,97 +247,16 @@ impl Throttling {
             ));
         }
 
-        let mut fields = info.request_fields;
-        let mut headers: Vec<String> = Vec::new();
-        let mut names: Vec<&str> = Vec::new();
-        let mut params = Vec::new();
-        for (i, p) in c.parameters.iter().enumerate() {
-            let field = |f: &str| format!("parameters[{i}].{f}");
-            if p.name.is_empty() || names.contains(&p.name.as_str()) {
-                return Err(err(field("name"), format!("`{}` is empty or used twice", p.name)));
-            }
-            names.push(&p.name);
-            params.push(match p.from {
-                Source::Path => {
-                    fields = fields | RequestFields::PATH_PARAMS;
-                    Param::FromPath(p.key.clone())
-                }
-                Source::Query => {
-                    fields = fields | RequestFields::QUERY;
-                    Param::Query(p.key.clone())
-                }
-                Source::Header => {
-                    let h = p.key.to_ascii_lowercase();
-                    headers.push(h.clone());
-                    Param::Header(h)
-                }
-                Source::System => match p.key.as_str() {
-                    "reqPath" => {
-                        fields = fields | RequestFields::PATH;
-                        Param::ReqPath
-                    }
-                    "method" => Param::Method,
-                    "serverName" => {
-                        fields = fields | RequestFields::HOST;
-                        Param::ServerName
-                    }
-                    "sourceIp" => {
-                        fields = fields | RequestFields::CLIENT_IP;
-                        Param::SourceIp
-                    }
-                    other => {
-                        return Err(err(
-                            field("key"),
-                            format!(
-                                "`{other}` is not a system parameter (reqPath, method, serverName, sourceIp)"
-                            ),
-                        ));
-                    }
-                },
-            });
-        }
-
+        let params = Parameters::compile(&c.parameters, "parameters", &mut info)?;
         let mut rules = Vec::with_capacity(c.rules.len());
         for (i, r) in c.rules.into_iter().enumerate() {
             let at = |f: &str| format!("rules[{i}].{f}");
-            let (list, any, kind) = match (r.when.all.is_empty(), r.when.any.is_empty()) {
-                (false, true) => (r.when.all, false, "all"),
-                (true, false) => (r.when.any, true, "any"),
-                _ => return Err(err(at("when"), "needs exactly one of `all` or `any`, not empty")),
-            };
-            let mut conditions = Vec::with_capacity(list.len());
-            for (j, cond) in list.into_iter().enumerate() {
-                let at = |f: &str| format!("rules[{i}].when.{kind}[{j}].{f}");
-                let param = names.iter().position(|n| *n == cond.param).ok_or_else(|| {
-                    err(at("param"), format!("`{}` is not one of `parameters`", cond.param))
-                })?;
-                let op = match (cond.op.as_str(), cond.value) {
-                    ("==", Values::One(v)) => Op::Eq(v),
-                    ("in", Values::Many(v)) => Op::In(v),
-                    ("~~", Values::One(v)) => Op::Matches(
-                        regex_lite::Regex::new(&format!("^(?:{v})$"))
-                            .map_err(|e| err(at("value"), format!("bad regular expression: {e}")))?,
-                    ),
-                    ("==" | "~~", Values::Many(_)) => return Err(err(at("value"), "needs one string")),
-                    ("in", Values::One(_)) => return Err(err(at("value"), "needs a list of strings")),
-                    (other, _) => return Err(err(at("op"), format!("`{other}` is not one of ==, in, ~~"))),
-                };
-                conditions.push(Condition { param, op });
-            }
+            let matcher = params.matcher(r.when, &at("when"))?;
             let period = r.period.unwrap_or(c.period);
             check_period(&at("period"), period)?;
-            rules.push(Rule {
-                conditions,
-                any,
-                limit: r.limit,
-                window_ms: period * r.unit.unwrap_or(c.unit).ms(),
-            });
+            rules.push(Rule { matcher, limit: r.limit, window_ms: period * r.unit.unwrap_or(c.unit).ms() });
         }
 
-        info.request_fields = fields;
-        if !headers.is_empty() {
-            info.request_headers = HeaderSelection::Only(headers);
-        }
         policy.params = params;
         policy.rules = rules;
         policy.app_exclusions = c.exclusions.apps.into_iter().map(|e| (e.id, e.limit)).collect();
@@ -439,7 +290,7 @@ impl Throttling {
                 checks.push((format!("{scope}|user|{user}"), limit, self.window_ms));
             }
         }
-        match self.rules.iter().position(|r| self.matches(r, req)) {
+        match self.rules.iter().position(|r| self.params.matches(&r.matcher, req)) {
             Some(i) => {
                 checks.push((format!("{scope}|rule|{i}"), self.rules[i].limit, self.rules[i].window_ms))
             }
@@ -476,36 +327,5 @@ impl Throttling {
             response_headers: shown.unwrap_or_default(),
             ..Default::default()
         })
-    }
-}
-
-impl Throttling {
-    fn value<'a>(&self, param: &Param, req: &'a Request) -> Option<&'a str> {
-        match param {
-            Param::FromPath(k) => req.path_param(k),
-            Param::Query(k) => req
-                .query()
-                .split('&')
-                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v),
-            Param::Header(h) => req.header(h),
-            Param::ReqPath => Some(req.path()),
-            Param::Method => Some(req.method.as_str()),
-            Param::ServerName => Some(req.host()),
-            Param::SourceIp => Some(req.client_ip()),
-        }
-    }
-
-    fn matches(&self, rule: &Rule, req: &Request) -> bool {
-        let test = |c: &Condition| {
-            let Some(v) = self.value(&self.params[c.param], req) else { return false };
-            match &c.op {
-                Op::Eq(x) => v == x,
-                Op::In(xs) => xs.iter().any(|x| x == v),
-                Op::Matches(re) => re.is_match(v),
-            }
-        };
-        if rule.any { rule.conditions.iter().any(test) } else { rule.conditions.iter().all(test) }
     }
 }
