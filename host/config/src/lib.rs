@@ -21,6 +21,7 @@ pub const BUILTIN_PLUGINS: &[&str] = &[
     "app-auth",
     "access-control",
     "kafka-log",
+    "circuit-breaker",
 ];
 
 /// A config that could not be loaded: which file, where in it, and what is wrong.
