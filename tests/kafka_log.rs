@@ -136,7 +136,7 @@ async fn a_broker_outage_delays_nothing_and_loses_nothing_within_the_buffer() {
     let mut kafka = Kafka::start();
     kafka.create_topic("logs").await;
     let upstream = Upstream::start().await;
-    let gw = Gateway::start(&apis(&kafka, &upstream, ["topic: logs", "topic: logs", "topic: logs"]));
+    let mut gw = Gateway::start(&apis(&kafka, &upstream, ["topic: logs", "topic: logs", "topic: logs"]));
     let http = HttpClient::default();
     assert_eq!(http.get(&gw.url("/b/warm"), &[]).await.status, 200);
     assert_eq!(kafka.consume("logs", 1, Duration::from_secs(10)).len(), 1);
@@ -161,6 +161,12 @@ async fn a_broker_outage_delays_nothing_and_loses_nothing_within_the_buffer() {
     logged.sort();
     ids.sort();
     assert_eq!(logged, ids, "every message logged during the outage arrives once");
+
+    // On shutdown the producer reports what it did.
+    gw.signal("TERM");
+    assert!(gw.wait().success());
+    gw.expect_log("log sink totals").await;
+    assert!(gw.log().contains("delivered=51 dropped=0 rejected=0"), "{}", gw.log());
 }
 
 /// Over the buffer, the oldest waiting messages are dropped and the drop is counted.

@@ -210,7 +210,7 @@ impl Shared {
             b.waiting.push_front(msg);
         }
         drop(b);
-        self.changed.notify_one();
+        self.changed.notify_all();
     }
 
     fn done(&self, msg: &Pending) {
@@ -298,16 +298,26 @@ impl Producer {
         Ok(Arc::new(Producer { shared }))
     }
 
+    /// Wait for the buffer to empty, then log what this producer did in its life.
     fn flush_until(&self, deadline: Instant) {
-        let mut b = self.shared.buffer.lock().unwrap();
+        let s = &self.shared;
+        let mut b = s.buffer.lock().unwrap();
         while !(b.waiting.is_empty() && b.in_flight == 0) {
             let now = Instant::now();
             if now >= deadline {
-                warn!(sink = %self.shared.name, left = b.waiting.len() + b.in_flight, "log messages not delivered before shutdown");
-                return;
+                warn!(sink = %s.name, left = b.waiting.len() + b.in_flight, "log messages not delivered before shutdown");
+                break;
             }
-            b = self.shared.changed.wait_timeout(b, deadline - now).unwrap().0;
+            b = s.changed.wait_timeout(b, deadline - now).unwrap().0;
         }
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        info!(
+            sink = %s.name,
+            delivered = count(&s.delivered),
+            dropped = count(&s.dropped),
+            rejected = count(&s.failed),
+            "log sink totals"
+        );
     }
 }
 
