@@ -65,8 +65,9 @@ async fn main() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the gateway starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    stdout.read_line(&mut line).unwrap();
     let addr = line.trim().rsplit("://").next().unwrap().to_string();
 
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
@@ -99,6 +100,7 @@ async fn main() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    drop(stdout);
     let _ = std::fs::remove_dir_all(&dir);
     let ms = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
         (Some(a), Some(b)) => format!("{:.1}", (b - a).as_secs_f64() * 1000.0),

@@ -180,7 +180,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
         // Tests and scripts read these lines, up to `wasmgate ready`, to learn the ports
         // when the config says :0.
         let scheme = if l.tls.is_some() { "https" } else { "http" };
-        println!("wasmgate listening on {scheme}://{addr}");
+        announce(&format!("wasmgate listening on {scheme}://{addr}"));
         let settings = Arc::new(ListenerSettings {
             trusted_proxies: l.trusted_proxies.clone(),
             tls: l.tls.as_ref().map(|t| ListenerTls { default_certificate: t.default_certificate.clone() }),
@@ -193,7 +193,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
             drain,
         )));
     }
-    println!("wasmgate ready");
+    announce("wasmgate ready");
     info!(
         ms = started.elapsed().as_millis() as u64,
         apis = cfg.groups.iter().map(|g| g.apis.len()).sum::<usize>(),
@@ -231,6 +231,14 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     let caps = reload.runtime.capabilities().clone();
     let _ = tokio::task::spawn_blocking(move || caps.log_sinks.flush(Duration::from_secs(5))).await;
     Ok(())
+}
+
+/// A line on stdout for whoever started the gateway. Nobody may be reading any more (a
+/// closed pipe): that must not stop the gateway, so errors are ignored (`println!` panics).
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// What an accepted config sets beyond the snapshot: the plugins' clock and the credentials.

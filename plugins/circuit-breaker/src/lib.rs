@@ -274,12 +274,15 @@ impl Policy for CircuitBreaker {
     fn on_request(&self, req: &Request) -> RequestAction {
         let (index, breaker) = self.breaker(req);
         let key = self.key(req, index);
-        let now = clock::now_ms();
         loop {
             let stored = kv::get(&key);
             let state = State::decode(stored.as_deref());
+            if state.phase == Phase::Closed {
+                return RequestAction::Continue(RequestChanges::default());
+            }
+            let now = clock::now_ms();
             match state.phase {
-                Phase::Closed => return RequestAction::Continue(RequestChanges::default()),
+                Phase::Closed => unreachable!("answered above"),
                 Phase::Open { until } if now < until => return self.answer(req, breaker),
                 // A probe is out, and not so long that it must have been lost.
                 Phase::HalfOpen { since } if now < since + breaker.recovery_ms => {
@@ -307,13 +310,13 @@ impl Policy for CircuitBreaker {
             return done;
         }
         let (index, breaker) = self.breaker(req);
-        let key = self.key(req, index);
         let failed = breaker.failed(resp);
         let probe = req.context(PROBE).is_some();
         // Counting failures only, a success changes nothing: no state to read or write.
         if !failed && !probe && matches!(breaker.trip, Trip::Count { .. }) {
             return done;
         }
+        let key = self.key(req, index);
         let now = clock::now_ms();
         loop {
             let stored = kv::get(&key);
