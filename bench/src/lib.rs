@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmgate_proxy::router::Router;
-use wasmgate_runtime::{PluginRuntime, WasmPolicy};
+use wasmgate_runtime::{CallLimits, PluginRuntime, WasmPolicy};
 
 /// Where `scripts/build-plugins` puts the components.
 pub fn plugin_dir() -> PathBuf {
@@ -22,7 +22,8 @@ pub fn bindings(runtime: &Arc<PluginRuntime>, name: &str, config: &str, n: usize
     let component = runtime.load(&path).unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins)"));
     let mut pool = runtime.pool_builder(name, &component, 16 << 20).expect("links");
     for i in 0..n {
-        pool.add(format!("bench:{name}#{i}"), "bench".into(), config.into(), Duration::from_millis(50));
+        let limits = CallLimits { cpu: Duration::from_millis(50), wall: Duration::from_secs(30) };
+        pool.add(format!("bench:{name}#{i}"), "bench".into(), config.into(), limits);
     }
     pool.build().expect("instantiates").into_iter().map(|b| b.expect("config accepted")).collect()
 }

@@ -149,6 +149,7 @@ impl BindingInfo {
             response_body: BodyNeed::None,
             fixed_response_headers: Vec::new(),
             log_sinks: Vec::new(),
+            http_grants: Vec::new(),
         }
     }
 }

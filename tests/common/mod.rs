@@ -37,7 +37,8 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 /// A loopback HTTP server that echoes each request as JSON and counts hits.
-/// `/slow/<ms>` answers after that many milliseconds; `/status/<code>` answers that status.
+/// `/slow/<ms>` answers after that many milliseconds; `/status/<code>` answers that status;
+/// `/bytes/<n>` answers n bytes.
 pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
@@ -86,6 +87,10 @@ async fn upstream_answer(req: Request<hyper::body::Incoming>) -> Response<Full<B
     }
     if let Some(code) = path.strip_prefix("/status/") {
         status = code.parse().unwrap_or(500);
+    }
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let body = vec![b'x'; n.parse().unwrap_or(0)];
+        return Response::builder().body(Full::new(Bytes::from(body))).unwrap();
     }
     let headers: serde_json::Map<String, serde_json::Value> = req
         .headers()

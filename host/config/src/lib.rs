@@ -416,21 +416,24 @@ pub enum OnError {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
-    /// CPU deadline per call.
+    /// CPU deadline per call (time running guest code).
     pub cpu_ms: u64,
     /// Linear memory cap per instance.
     pub memory_mib: u32,
+    /// Wall-clock cap per call, time waiting on outbound HTTP included.
+    pub wall_ms: u64,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits { cpu_ms: 50, memory_mib: 16 }
+        PluginLimits { cpu_ms: 50, memory_mib: 16, wall_ms: 30_000 }
     }
 }
 
 /// Bounds on limits, so one binding cannot reserve the whole machine.
 pub const MAX_CPU_MS: u64 = 10_000;
 pub const MAX_MEMORY_MIB: u32 = 256;
+pub const MAX_WALL_MS: u64 = 120_000;
 
 impl GatewayConfig {
     /// Read, parse and validate a config file.
@@ -673,6 +676,12 @@ impl GatewayConfig {
             return Err((
                 format!("{ploc} > limits.cpu_ms"),
                 format!("{} is outside 1..={MAX_CPU_MS}", l.cpu_ms),
+            ));
+        }
+        if !(l.cpu_ms..=MAX_WALL_MS).contains(&l.wall_ms) {
+            return Err((
+                format!("{ploc} > limits.wall_ms"),
+                format!("{} is outside cpu_ms..={MAX_WALL_MS} ({}..={MAX_WALL_MS})", l.wall_ms, l.cpu_ms),
             ));
         }
         if !(1..=MAX_MEMORY_MIB).contains(&l.memory_mib) {

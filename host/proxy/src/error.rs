@@ -21,7 +21,7 @@ pub enum GatewayError {
     BackendTimeout,
     #[error("plugin `{plugin}` failed")]
     PluginFailed { plugin: String },
-    #[error("plugin `{plugin}` exceeded its CPU deadline")]
+    #[error("plugin `{plugin}` exceeded its CPU deadline or wall-clock cap")]
     PluginDeadline { plugin: String },
     #[error("plugin `{plugin}` exceeded its memory limit")]
     PluginMemory { plugin: String },

@@ -264,8 +264,14 @@ fn body_need(b: wit::BodyNeed) -> BodyNeed {
 }
 
 /// The proxy's part of what a binding declared, and the request selection the runtime keeps.
-/// The host's view of a binding's declarations, and the log sinks it asks for.
-pub type Accepted = (BindingInfo, RequestSelection, Vec<wit::LogSinkDecl>);
+/// The capabilities a binding asks for in its `binding-info`.
+pub struct Declared {
+    pub log_sinks: Vec<wit::LogSinkDecl>,
+    pub http_grants: Vec<String>,
+}
+
+/// The host's view of a binding's declarations, and the capabilities it asks for.
+pub type Accepted = (BindingInfo, RequestSelection, Declared);
 
 pub fn binding_info(i: wit::BindingInfo) -> Result<Accepted, PolicyError> {
     let request = RequestSelection {
@@ -285,5 +291,5 @@ pub fn binding_info(i: wit::BindingInfo) -> Result<Accepted, PolicyError> {
         response_body: body_need(i.response_body),
         fixed_response_headers: header_ops(i.fixed_response_headers)?,
     };
-    Ok((info, request, i.log_sinks))
+    Ok((info, request, Declared { log_sinks: i.log_sinks, http_grants: i.http_grants }))
 }

@@ -14,7 +14,7 @@ mod convert;
 mod pool;
 
 pub use capabilities::Capabilities;
-pub use pool::{PluginPool, PoolBuilder, WasmPolicy};
+pub use pool::{CallLimits, PluginPool, PoolBuilder, WasmPolicy};
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -64,6 +64,11 @@ pub struct HostState {
     route_api: String,
     route_group: String,
     caps: Arc<Capabilities>,
+    /// Time this call has spent waiting on the network (outbound HTTP), not yet given back
+    /// to the CPU deadline.
+    net_wait: Duration,
+    /// When this call must be over, waits included.
+    wall_deadline: std::time::Instant,
 }
 
 impl HostState {

@@ -75,6 +75,17 @@ pub enum BindingError {
 struct Slot {
     config: String,
     cpu_ticks: u64,
+    /// Wall-clock cap of one call, network waits included.
+    wall: Duration,
+}
+
+/// How long one phase call of a binding may run.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// Time running guest code (epoch ticks); waiting on the network does not count.
+    pub cpu: Duration,
+    /// Time in all, waits included.
+    pub wall: Duration,
 }
 
 /// Collects a pool's bindings before the pool is built.
@@ -98,15 +109,15 @@ impl PoolBuilder {
     }
 
     /// Add a binding; returns its number in this pool.
-    pub fn add(&mut self, namespace: String, api_id: String, config_json: String, cpu: Duration) -> u32 {
-        let ticks = cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
+    pub fn add(&mut self, namespace: String, api_id: String, config_json: String, limits: CallLimits) -> u32 {
+        let ticks = limits.cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // +1: the deadline counts from the next tick, which may be almost due.
-        self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1 });
+        self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1, wall: limits.wall });
         self.scopes.push(BindingScope {
             namespace,
             api_id,
             plugin: self.plugin.clone(),
-            sinks: Default::default(),
+            grants: Default::default(),
         });
         (self.slots.len() - 1) as u32
     }
@@ -138,7 +149,7 @@ impl PoolBuilder {
                 healthy = true;
             }
             out.push(match pool.configure(&mut inst, binding) {
-                Ok(Ok((info, request, sinks))) => pool.grant_sinks(binding, &sinks).map(|()| WasmPolicy {
+                Ok(Ok((info, request, declared))) => pool.grant(binding, declared).map(|()| WasmPolicy {
                     pool: pool.clone(),
                     binding,
                     info,
@@ -195,20 +206,20 @@ fn classify(err: wasmtime::Error, store: &Store<HostState>) -> PolicyError {
 }
 
 impl PluginPool {
-    /// Give `binding` the producers for the sinks it declared.
-    fn grant_sinks(
-        &self,
-        binding: u32,
-        decls: &[crate::bindings::wasmgate::plugin::types::LogSinkDecl],
-    ) -> Result<(), BindingError> {
-        let granted = decls.iter().map(|d| {
-            self.runtime.caps.log_sinks.grant(d).map_err(|message| BindingError::Config {
-                field: String::new(),
-                message: format!("log sink `{}`: {message}", d.name),
-            })
+    /// Give `binding` what it declared: producers for its log sinks, its outbound origins.
+    fn grant(&self, binding: u32, declared: convert::Declared) -> Result<(), BindingError> {
+        let refuse = |message: String| BindingError::Config { field: String::new(), message };
+        let sinks = declared.log_sinks.iter().map(|d| {
+            let granted = self.runtime.caps.log_sinks.grant(d);
+            granted.map_err(|m| refuse(format!("log sink `{}`: {m}", d.name)))
         });
-        let granted = granted.collect::<Result<Vec<_>, _>>()?;
-        let _ = self.scopes[binding as usize].sinks.set(granted);
+        let sinks = sinks.collect::<Result<Vec<_>, _>>()?;
+        let http = declared.http_grants.iter().map(|o| {
+            crate::capabilities::http_outbound::origin(o)
+                .map_err(|m| refuse(format!("http grant `{o}`: {m}")))
+        });
+        let http = http.collect::<Result<Vec<_>, _>>()?;
+        let _ = self.scopes[binding as usize].grants.set(crate::capabilities::Grants { sinks, http });
         Ok(())
     }
 
@@ -225,9 +236,23 @@ impl PluginPool {
             route_api: String::new(),
             route_group: String::new(),
             caps: self.runtime.caps.clone(),
+            net_wait: Duration::ZERO,
+            wall_deadline: std::time::Instant::now(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
+        // The deadline counts guest time: time a host import spent waiting on the network
+        // is given back, as long as the call's wall-clock cap allows.
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            let credit = s.net_wait.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
+            s.net_wait = Duration::ZERO;
+            if credit > 0 && std::time::Instant::now() < s.wall_deadline {
+                Ok(wasmtime::UpdateDeadline::Continue(credit))
+            } else {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            }
+        });
         // Instantiation runs the guest's start code: give it the first binding's deadline.
         store.set_epoch_deadline(self.slots.first().map_or(20, |s| s.cpu_ticks));
         let plugin = guarded(|| self.pre.instantiate(&mut store).map_err(|e| classify(e, &store))).map_err(
@@ -288,9 +313,12 @@ impl PluginPool {
                 }
             }
         }
-        inst.store.set_epoch_deadline(self.slots[binding as usize].cpu_ticks);
+        let slot = &self.slots[binding as usize];
+        inst.store.set_epoch_deadline(slot.cpu_ticks);
         let data = inst.store.data_mut();
         data.current = binding;
+        data.net_wait = Duration::ZERO;
+        data.wall_deadline = std::time::Instant::now() + slot.wall;
         // Reused buffers: a named policy serves several APIs, so the route is per call.
         data.route_api.clear();
         data.route_api.push_str(&route.api_id);

@@ -12,7 +12,7 @@ use wasmgate_proxy::policy::{Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
 use wasmgate_proxy::tls::{ClientCa, LoadedCertificate, TlsStore};
 use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, Snapshot};
-use wasmgate_runtime::{PluginRuntime, PoolBuilder};
+use wasmgate_runtime::{CallLimits, PluginRuntime, PoolBuilder};
 
 /// The file a built-in plugin is built to (`cors` → `wasmgate_plugin_cors.wasm`).
 pub fn builtin_path(plugin_dir: &Path, name: &str) -> PathBuf {
@@ -68,7 +68,10 @@ pub fn build(
                     namespace,
                     api.id.clone(),
                     b.config.to_string(),
-                    Duration::from_millis(b.limits.cpu_ms),
+                    CallLimits {
+                        cpu: Duration::from_millis(b.limits.cpu_ms),
+                        wall: Duration::from_millis(b.limits.wall_ms),
+                    },
                 );
                 if let Some(name) = &b.policy {
                     named.insert(name, (key.clone(), number));

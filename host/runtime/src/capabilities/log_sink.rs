@@ -410,7 +410,7 @@ fn owned(msg: Arc<Pending>) -> Pending {
 
 impl Host for HostState {
     fn publish(&mut self, sink: String, key: Option<Vec<u8>>, payload: Vec<u8>) -> Result<(), PublishError> {
-        let granted = self.scope().sinks.get().and_then(|s| s.iter().find(|g| g.name == sink));
+        let granted = self.scope().grants.get().and_then(|g| g.sinks.iter().find(|g| g.name == sink));
         let Some(g) = granted else {
             return Err(PublishError::UnknownSink(sink));
         };

@@ -25,6 +25,7 @@ pub struct Capabilities {
     pub credentials: arc_swap::ArcSwap<credentials::CredentialStore>,
     /// Kafka producers, kept across reloads.
     pub log_sinks: log_sink::LogSinks,
+    pub outbound: http_outbound::Outbound,
 }
 
 /// Who is calling: set on the store before each phase call.
@@ -34,8 +35,15 @@ pub struct BindingScope {
     pub namespace: String,
     pub api_id: String,
     pub plugin: Arc<str>,
-    /// The sinks the binding declared, granted when its config was accepted.
-    pub sinks: std::sync::OnceLock<Vec<log_sink::GrantedSink>>,
+    /// What the binding declared, granted when its config was accepted.
+    pub grants: std::sync::OnceLock<Grants>,
+}
+
+#[derive(Default)]
+pub struct Grants {
+    pub sinks: Vec<log_sink::GrantedSink>,
+    /// Origins (`scheme://host:port`, lower case) `http-outbound.send` may reach.
+    pub http: Vec<String>,
 }
 
 impl BindingScope {
