@@ -3,14 +3,87 @@
 
 mod common;
 
-use common::{Gateway, HttpClient, Upstream, fixture, validate};
+use common::{Gateway, HttpClient, Upstream, config_header_with, fixture, temp_dir, validate};
 use std::time::{Duration, Instant};
 
 fn gateway(grant: &str, limits: &str) -> Gateway {
-    Gateway::start(&format!(
+    Gateway::start(&api(grant, limits))
+}
+
+fn api(grant: &str, limits: &str) -> String {
+    format!(
         "plugins:\n  outbound: {{path: '{}'}}\ngroups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies:\n    - plugin: outbound\n      config: {{grant: [{grant}]}}\n      limits: {limits}\n",
         fixture("outbound").display()
-    ))
+    )
+}
+
+/// An HTTPS server on 127.0.0.1 with a certificate from a CA made here; returns its address
+/// and the CA's PEM.
+async fn https_server() -> (std::net::SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert =
+        CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from("over tls"),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, ca_pem)
+}
+
+#[tokio::test]
+async fn https_origins_are_called_with_the_configured_ca() {
+    let (addr, ca_pem) = https_server().await;
+    let target = format!("https://{addr}/x");
+    let body = api(&format!("'https://{addr}'"), "{}");
+    // Without the CA the certificate is unknown: the call fails and the plugin sees why.
+    let gw = Gateway::start(&body);
+    let r = call(&gw, &target, 2000).await;
+    assert_eq!(r.status, 502);
+    assert!(String::from_utf8_lossy(&r.body).contains("Connect"), "{:?}", r.body);
+    drop(gw);
+    let ca = temp_dir().join("outbound-ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let header = config_header_with(&format!("outbound_ca: '{}'", ca.display()));
+    let gw = Gateway::start_whole(&format!("{header}{body}"));
+    let r = call(&gw, &target, 2000).await;
+    assert_eq!(
+        (r.status, &r.body[..]),
+        (200, &b"over tls"[..]),
+        "{:?}\n{}",
+        String::from_utf8_lossy(&r.body),
+        gw.log()
+    );
 }
 
 async fn call(gw: &Gateway, target: &str, timeout_ms: u32) -> common::Reply {
@@ -75,8 +148,8 @@ fn grants_and_wall_limits_are_checked_at_load() {
             fixture("outbound").display()
         )
     };
-    let (ok, out) = validate(&body("https://auth.example", "{}"));
-    assert!(!ok && out.contains("http grant `https://auth.example`: https is not supported yet"), "{out}");
+    let (ok, out) = validate(&body("ftp://auth.example", "{}"));
+    assert!(!ok && out.contains("http grant `ftp://auth.example`: `ftp` is not http or https"), "{out}");
     let (ok, out) = validate(&body("auth.example", "{}"));
     assert!(!ok && out.contains("http grant `auth.example`"), "{out}");
     let (ok, out) = validate(&body("http://auth.example:8080", "{cpu_ms: 100, wall_ms: 50}"));

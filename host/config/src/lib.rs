@@ -22,6 +22,7 @@ pub const BUILTIN_PLUGINS: &[&str] = &[
     "access-control",
     "kafka-log",
     "circuit-breaker",
+    "authorizer",
 ];
 
 /// A config that could not be loaded: which file, where in it, and what is wrong.
@@ -163,6 +164,8 @@ pub struct GatewaySettings {
     /// What each Kafka producer holds while its brokers are unreachable (oldest dropped
     /// first beyond it). Read at start-up.
     pub log_buffer: LogBuffer,
+    /// PEM file of CAs plugins' outbound HTTPS trusts besides the system's. Read at start-up.
+    pub outbound_ca: Option<PathBuf>,
     /// Shifts the clock plugins read (`wasmgate:plugin/clock`, counter windows), for drills
     /// and tests of day-long windows. Leave at 0 in production.
     pub clock_offset_ms: i64,
@@ -176,6 +179,7 @@ impl Default for GatewaySettings {
             environment: "RELEASE".into(),
             redis: None,
             log_buffer: LogBuffer::default(),
+            outbound_ca: None,
             clock_offset_ms: 0,
         }
     }
@@ -461,6 +465,7 @@ impl GatewayConfig {
         };
         config.plugins.values_mut().for_each(|source| anchor(&mut source.path));
         config.gateway.plugin_cache_dir.as_mut().map(anchor);
+        config.gateway.outbound_ca.as_mut().map(anchor);
         for c in &mut config.certificates {
             anchor(&mut c.cert);
             anchor(&mut c.key);

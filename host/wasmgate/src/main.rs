@@ -148,6 +148,13 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
         .capabilities()
         .log_sinks
         .set_limits(BufferLimits { messages: b.max_messages, bytes: b.max_bytes });
+    if let Some(ca) = &cfg.gateway.outbound_ca {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("gateway.outbound_ca `{}`", ca.display()))?;
+        runtime.capabilities().outbound.trust(certs);
+    }
     let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
     apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {

@@ -4,34 +4,65 @@
 //! worker (its other tasks move to other workers meanwhile), over one pooled client shared by
 //! every plugin. The time waited is recorded on the store so the epoch deadline (the CPU
 //! deadline) gives it back; the call's wall-clock cap bounds the timeout instead.
-//!
-//! Plain `http://` only for now: `https://` origins are refused at load.
+//! `https://` goes over rustls with the system's CAs and any the gateway is configured to
+//! trust (`gateway.outbound_ca`).
 
 use crate::HostState;
 use crate::bindings::wasmgate::plugin::http_outbound::{Host, HttpError, OutboundRequest, OutboundResponse};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use std::sync::OnceLock;
+use rustls::pki_types::CertificateDer;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::warn;
 
 /// Larger answers are refused (`response-too-large`).
 pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// The pooled client, made on first use (it needs a Tokio runtime).
 #[derive(Default)]
 pub struct Outbound {
-    client: OnceLock<Client<HttpConnector, Full<Bytes>>>,
+    client: OnceLock<HttpsClient>,
+    extra_roots: Mutex<Vec<CertificateDer<'static>>>,
 }
 
 impl Outbound {
-    fn client(&self) -> &Client<HttpConnector, Full<Bytes>> {
+    /// Trust these CAs too for `https://` (set at start-up, before the first call).
+    pub fn trust(&self, certs: Vec<CertificateDer<'static>>) {
+        *self.extra_roots.lock().unwrap() = certs;
+    }
+
+    fn client(&self) -> &HttpsClient {
         self.client.get_or_init(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
+            let mut roots = rustls::RootCertStore::empty();
+            // Unreadable system certificates are skipped: configured CAs may be all it needs.
+            let (added, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            for ca in self.extra_roots.lock().unwrap().iter() {
+                if let Err(e) = roots.add(ca.clone()) {
+                    warn!(error = %e, "a configured outbound CA was not usable");
+                }
+            }
+            tracing::debug!(system_cas = added, "outbound HTTPS roots loaded");
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let mut http = HttpConnector::new();
+            http.set_nodelay(true);
+            http.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
             Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
         })
     }
@@ -43,16 +74,25 @@ pub fn origin(url: &str) -> Result<String, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let scheme = uri.scheme_str().ok_or("no scheme")?.to_ascii_lowercase();
     let port = match (scheme.as_str(), uri.port_u16()) {
-        (_, Some(p)) => p,
+        ("http" | "https", Some(p)) => p,
         ("http", None) => 80,
-        ("https", None) => return Err("https is not supported yet".into()),
-        (other, None) => return Err(format!("`{other}` is not http")),
+        ("https", None) => 443,
+        (other, _) => return Err(format!("`{other}` is not http or https")),
     };
-    if scheme != "http" {
-        return Err(format!("`{scheme}` is not supported (http only, for now)"));
-    }
     let host = uri.host().ok_or("no host")?.to_ascii_lowercase();
     Ok(format!("{scheme}://{host}:{port}"))
+}
+
+/// An error and its causes, `: `-separated (hyper's own message alone says only "Connect").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 impl Host for HostState {
@@ -80,7 +120,7 @@ impl Host for HostState {
         let client = self.caps.outbound.client();
         let result = tokio::task::block_in_place(|| {
             handle.block_on(tokio::time::timeout(timeout, async {
-                let resp = client.request(req).await.map_err(|e| HttpError::Connect(e.to_string()))?;
+                let resp = client.request(req).await.map_err(|e| HttpError::Connect(chain(&e)))?;
                 let (parts, body) = resp.into_parts();
                 let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
                     if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
@@ -113,10 +153,10 @@ mod tests {
     use super::origin;
 
     #[test]
-    fn origins_are_normalised_and_only_http_for_now() {
+    fn origins_are_normalised_with_their_port() {
         assert_eq!(origin("http://Auth.Example:8080/check?x=1").unwrap(), "http://auth.example:8080");
         assert_eq!(origin("http://auth.example/check").unwrap(), "http://auth.example:80");
-        assert!(origin("https://auth.example").is_err());
+        assert_eq!(origin("https://auth.example").unwrap(), "https://auth.example:443");
         assert!(origin("ftp://auth.example:21").is_err());
         assert!(origin("/relative").is_err());
     }
