@@ -277,29 +277,26 @@ impl Policy for CircuitBreaker {
         loop {
             let stored = kv::get(&key);
             let state = State::decode(stored.as_deref());
-            if state.phase == Phase::Closed {
-                return RequestAction::Continue(RequestChanges::default());
-            }
+            // Until when the backend is left alone: the open period, or a probe's time to
+            // report back (after that it must have been lost).
+            let rest_until = match state.phase {
+                Phase::Closed => return RequestAction::Continue(RequestChanges::default()),
+                Phase::Open { until } => until,
+                Phase::HalfOpen { since } => since + breaker.recovery_ms,
+            };
             let now = clock::now_ms();
-            match state.phase {
-                Phase::Closed => unreachable!("answered above"),
-                Phase::Open { until } if now < until => return self.answer(req, breaker),
-                // A probe is out, and not so long that it must have been lost.
-                Phase::HalfOpen { since } if now < since + breaker.recovery_ms => {
-                    return self.answer(req, breaker);
-                }
-                Phase::Open { .. } | Phase::HalfOpen { .. } => {
-                    let probing = State { phase: Phase::HalfOpen { since: now }, ..state };
-                    if kv::compare_and_swap(&key, stored.as_deref(), &probing.encode(), None) {
-                        note(req, index, "half-open: letting one probe call through");
-                        return RequestAction::Continue(RequestChanges {
-                            context: vec![(PROBE.into(), "1".into())],
-                            ..Default::default()
-                        });
-                    }
-                    // Another call changed the state first: look again.
-                }
+            if now < rest_until {
+                return self.answer(req, breaker);
             }
+            let probing = State { phase: Phase::HalfOpen { since: now }, ..state };
+            if kv::compare_and_swap(&key, stored.as_deref(), &probing.encode(), None) {
+                note(req, index, "half-open: letting one probe call through");
+                return RequestAction::Continue(RequestChanges {
+                    context: vec![(PROBE.into(), "1".into())],
+                    ..Default::default()
+                });
+            }
+            // Another call changed the state first: look again.
         }
     }
 
