@@ -212,6 +212,19 @@ impl Request {
         self.query.as_deref().unwrap_or_else(|| unselected("query"))
     }
 
+    /// The query's `key=value` pairs as they arrived (not percent-decoded); a key without
+    /// `=` has an empty value. Needs the `query` field.
+    #[track_caller]
+    pub fn query_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.query().split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+    }
+
+    /// The first value of query parameter `key`. Needs the `query` field.
+    #[track_caller]
+    pub fn query_param(&self, key: &str) -> Option<&str> {
+        self.query_pairs().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
     /// A `{name}` or `{name+}` parameter of the route's path template.
     #[track_caller]
     pub fn path_param(&self, name: &str) -> Option<&str> {

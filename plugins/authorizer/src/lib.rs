@@ -274,7 +274,7 @@ impl Authorizer {
             id.push('\u{1f}');
         }
         for q in &self.query {
-            id.push_str(query_value(req.query(), q).unwrap_or(""));
+            id.push_str(req.query_param(q).unwrap_or(""));
             id.push('\u{1f}');
         }
         id
@@ -283,11 +283,8 @@ impl Authorizer {
     /// Ok(Ok): allowed; Ok(Err): denied; Err: no usable answer.
     fn ask(&self, req: &Request) -> Result<Result<Grant, Denial>, String> {
         let mut url = self.url.clone();
-        let forwarded: Vec<String> = self
-            .query
-            .iter()
-            .filter_map(|q| query_value(req.query(), q).map(|v| format!("{q}={v}")))
-            .collect();
+        let forwarded: Vec<String> =
+            self.query.iter().filter_map(|q| req.query_param(q).map(|v| format!("{q}={v}"))).collect();
         if !forwarded.is_empty() {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(&forwarded.join("&"));
@@ -342,14 +339,6 @@ impl Authorizer {
         }
         Ok(Ok(grant))
     }
-}
-
-fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
 }
 
 impl Grant {

@@ -272,7 +272,7 @@ impl Policy for KafkaLog {
                 Some(Pairs(headers.map(|(n, v)| (n.as_str(), Cow::Borrowed(v.as_str()))).collect()));
         }
         if let Some(pick) = &self.query {
-            let query = query_pairs(req.query()).filter(|(k, _)| pick.wants(k));
+            let query = req.query_pairs().filter(|(k, _)| pick.wants(k));
             m.query_strings = Some(Pairs(query.map(|(k, v)| (k, Cow::Borrowed(v))).collect()));
         }
         if self.request_body {
@@ -291,11 +291,6 @@ impl Policy for KafkaLog {
             log::write(log::Level::Warn, &format!("log message not queued: {e:?}"));
         }
     }
-}
-
-/// Percent-decoding is left to the reader: values are logged as they arrived.
-fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
 wasmgate_sdk::export_policy!(KafkaLog);

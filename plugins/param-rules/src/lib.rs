@@ -196,12 +196,7 @@ impl Parameters {
     fn value<'a>(&self, param: &Param, req: &'a Request) -> Option<&'a str> {
         match param {
             Param::FromPath(k) => req.path_param(k),
-            Param::Query(k) => req
-                .query()
-                .split('&')
-                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v),
+            Param::Query(k) => req.query_param(k),
             Param::Header(h) => req.header(h),
             Param::ReqPath => Some(req.path()),
             Param::Method => Some(req.method.as_str()),
