@@ -194,3 +194,46 @@ async fn repeated_denials_block_the_caller_until_the_block_expires() {
     assert_eq!(call(&gw, "guess", &[]).await.status, 200);
     assert_eq!(authz.calls(), 7);
 }
+
+/// Threads of a process, from `/proc`.
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line["Threads:".len()..].trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn calls_waiting_on_the_authorizer_hold_no_thread() {
+    let (authz, up) = (Authz::start().await, Upstream::start().await);
+    let mut config =
+        body(&format!("http://{}", authz.addr), &up, "simple_authentication: true, timeout_ms: 5000");
+    config.push_str(&format!("  - id: b\n    path: /b\n    backend: {{http: {{url: '{}'}}}}\n", up.url()));
+    let gw = Gateway::start(&config);
+    assert_eq!(call(&gw, "warm", &[]).await.status, 200);
+    let before = threads(gw.pid());
+
+    authz.set(SLOW);
+    let started = Instant::now();
+    let waiting: Vec<_> = (0..40)
+        .map(|i| {
+            let url = gw.url(&format!("/a?token=t{i}"));
+            tokio::spawn(async move {
+                let auth = format!("t{i}");
+                HttpClient::default().get(&url, &[("authorization", auth.as_str())]).await.status
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(authz.calls(), 41, "every request is waiting on the authorizer at once");
+    let during = threads(gw.pid());
+    // The other API is served at once meanwhile.
+    let t = Instant::now();
+    assert_eq!(HttpClient::default().get(&gw.url("/b"), &[]).await.status, 200);
+    assert!(t.elapsed() < Duration::from_millis(300), "{:?}", t.elapsed());
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 200);
+    }
+    // Forty one-second waits overlapped instead of queueing for threads.
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
+    assert!(during <= before + 4, "40 waiting calls took threads: {before} before, {during} during");
+}

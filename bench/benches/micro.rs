@@ -9,9 +9,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use wasmgate_bench::binding;
 use wasmgate_proxy::policy::{
-    BackendOutcome, Identity, LogView, Policy, RequestView, ResponseView, RouteInfo,
+    BackendOutcome, Call, Identity, LogView, Policy, RequestView, ResponseView, RouteInfo,
 };
 use wasmgate_runtime::PluginRuntime;
+
+/// The outcome of a call to a plugin that never waits (all of these).
+fn ready<T: Unpin>(call: Call<'_, T>) -> T {
+    call.now_or_never().expect("synchronous plugins finish at once").expect("the call succeeds")
+}
 
 fn bench(c: &mut Criterion) {
     let runtime = PluginRuntime::new(None).unwrap();
@@ -68,7 +73,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("warm call");
     g.bench_function("cors on_request, actual request", |b| {
-        b.iter(|| black_box(cors.on_request(black_box(&request)).unwrap()))
+        b.iter(|| black_box(ready(cors.on_request(black_box(&request)))))
     });
     let preflight_headers = {
         let mut h = req_headers.clone();
@@ -77,10 +82,10 @@ fn bench(c: &mut Criterion) {
     };
     let preflight = RequestView { method: &Method::OPTIONS, headers: &preflight_headers, ..request };
     g.bench_function("cors on_request, preflight", |b| {
-        b.iter(|| black_box(cors.on_request(black_box(&preflight)).unwrap()))
+        b.iter(|| black_box(ready(cors.on_request(black_box(&preflight)))))
     });
     g.bench_function("throttling on_request, API + IP limits, local counters", |b| {
-        b.iter(|| black_box(throttling.on_request(black_box(&request)).unwrap()))
+        b.iter(|| black_box(ready(throttling.on_request(black_box(&request)))))
     });
     // AK/SK: a request signed now with a known credential, verified by the app-auth plugin.
     {
@@ -115,18 +120,18 @@ fn bench(c: &mut Criterion) {
             HeaderValue::from_str(&wasmgate_apig_signature::authorization(key, &signed, &signature)).unwrap(),
         );
         let signed_request = RequestView { headers: &h, body: Some(b""), ..request };
-        let action = app_auth.on_request(&signed_request).unwrap();
+        let action = ready(app_auth.on_request(&signed_request));
         assert!(
             matches!(action, wasmgate_proxy::policy::RequestAction::Continue(_)),
             "the signature must verify"
         );
         g.bench_function("app-auth on_request, AK/SK signature verified", |b| {
-            b.iter(|| black_box(app_auth.on_request(black_box(&signed_request)).unwrap()))
+            b.iter(|| black_box(ready(app_auth.on_request(black_box(&signed_request)))))
         });
     }
     // The built-ins need no response or log phase; the inspector fixture has both.
     g.bench_function("inspector on_response", |b| {
-        b.iter(|| black_box(inspector.on_response(&request, &response).unwrap()))
+        b.iter(|| black_box(ready(inspector.on_response(&request, &response))))
     });
     let log = LogView {
         request: RequestView { ..request },
@@ -138,7 +143,7 @@ fn bench(c: &mut Criterion) {
         request_body_truncated: false,
         response_body_truncated: false,
     };
-    g.bench_function("inspector on_log", |b| b.iter(|| inspector.on_log(black_box(&log)).unwrap()));
+    g.bench_function("inspector on_log", |b| b.iter(|| ready(inspector.on_log(black_box(&log)))));
     // Builds the JSON message and queues it; no broker listens, so the producer's bounded
     // buffer fills and then drops the oldest, which is the steady state measured here.
     let kafka = binding(
@@ -147,7 +152,7 @@ fn bench(c: &mut Criterion) {
         r#"{"brokers":["127.0.0.1:9"],"topic":"bench","request_headers":["user-agent"]}"#,
     );
     g.bench_function("kafka-log on_log (message built and queued)", |b| {
-        b.iter(|| kafka.on_log(black_box(&log)).unwrap())
+        b.iter(|| ready(kafka.on_log(black_box(&log))))
     });
     let breaker = binding(
         &runtime,
@@ -156,8 +161,8 @@ fn bench(c: &mut Criterion) {
     );
     g.bench_function("circuit-breaker on_request + on_response, closed", |b| {
         b.iter(|| {
-            black_box(breaker.on_request(black_box(&request)).unwrap());
-            black_box(breaker.on_response(black_box(&request), black_box(&response)).unwrap())
+            black_box(ready(breaker.on_request(black_box(&request))));
+            black_box(ready(breaker.on_response(black_box(&request), black_box(&response))))
         })
     });
     g.finish();

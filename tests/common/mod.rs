@@ -229,6 +229,11 @@ impl Gateway {
         Ok(Gateway { addr: addrs[0], addrs, config, child, dir })
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

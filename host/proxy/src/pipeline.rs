@@ -228,7 +228,7 @@ pub async fn handle(
     let mut backend_override: Option<BackendTarget> = None;
     let mut response_ops: Vec<HeaderOp> = Vec::new();
     for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
-        match b.policy.on_request(&ex.view(&api.route)) {
+        match b.policy.on_request(&ex.view(&api.route)).await {
             Ok(RequestAction::Continue(changes)) => {
                 for op in changes.headers {
                     op.apply(&mut ex.headers);
@@ -317,7 +317,7 @@ pub async fn handle(
                 backend_latency,
                 body: response_prefix.as_deref(),
             };
-            match b.policy.on_response(&ex.view(&api.route), &view) {
+            match b.policy.on_response(&ex.view(&api.route), &view).await {
                 Ok(ResponseAction::Continue(changes)) => {
                     if let Some(s) = changes.status {
                         *response.status_mut() = s;
@@ -361,7 +361,7 @@ pub async fn handle(
         let body = body.observed(move |sent| {
             // After the last byte went out (or the client went away): off the client's path.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { record.run(sent) });
+                rt.spawn(record.run(sent));
             }
         });
         response = Response::from_parts(parts, body);
@@ -386,7 +386,7 @@ struct LogRecord {
 }
 
 impl LogRecord {
-    fn run(self, response_size: u64) {
+    async fn run(self, response_size: u64) {
         let total_latency = self.start.elapsed();
         for b in self.api.chain.bindings.iter().filter(|b| b.policy.info().phases.log) {
             let entry = LogView {
@@ -405,7 +405,7 @@ impl LogRecord {
                 request_body_truncated: self.request_body_truncated,
                 response_body_truncated: self.response_body_truncated,
             };
-            if let Err(e) = b.policy.on_log(&entry) {
+            if let Err(e) = b.policy.on_log(&entry).await {
                 warn!(api = %self.api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "log phase failed");
             }
         }

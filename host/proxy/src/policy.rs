@@ -4,7 +4,10 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 /// Which phases a binding runs in.
@@ -238,6 +241,35 @@ pub enum PolicyError {
     Unavailable(String),
 }
 
+/// A phase call's outcome: there at once for policies that never wait, or a future for
+/// those that wait on the network (outbound HTTP). Awaiting either is the same to the
+/// caller; the ready case costs no allocation.
+pub enum Call<'a, T> {
+    Ready(Option<Result<T, PolicyError>>),
+    Waiting(Pin<Box<dyn Future<Output = Result<T, PolicyError>> + Send + 'a>>),
+}
+
+impl<T: Unpin> Future for Call<'_, T> {
+    type Output = Result<T, PolicyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Call::Ready(r) => Poll::Ready(r.take().expect("a ready call is polled once")),
+            Call::Waiting(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T: Unpin> Call<'_, T> {
+    /// The outcome if it needs no waiting (for benchmarks and callers without a runtime).
+    pub fn now_or_never(mut self) -> Option<Result<T, PolicyError>> {
+        match Pin::new(&mut self).poll(&mut Context::from_waker(std::task::Waker::noop())) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+}
+
 /// A configured policy on one API. Methods are listed in the order the phases run; each is
 /// only called if [`BindingInfo::phases`] says so.
 pub trait Policy: Send + Sync {
@@ -248,16 +280,16 @@ pub trait Policy: Send + Sync {
     fn info(&self) -> &BindingInfo;
 
     /// Before the backend is called; may change the request or answer it.
-    fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError>;
+    fn on_request<'a>(&'a self, request: &'a RequestView<'_>) -> Call<'a, RequestAction>;
 
     /// After the backend answered (or failed, or a policy replied); may change or replace
     /// the response.
-    fn on_response(
-        &self,
-        request: &RequestView<'_>,
-        response: &ResponseView<'_>,
-    ) -> Result<ResponseAction, PolicyError>;
+    fn on_response<'a>(
+        &'a self,
+        request: &'a RequestView<'_>,
+        response: &'a ResponseView<'_>,
+    ) -> Call<'a, ResponseAction>;
 
     /// After the response was sent, off the client's path.
-    fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError>;
+    fn on_log<'a>(&'a self, entry: &'a LogView<'_>) -> Call<'a, ()>;
 }

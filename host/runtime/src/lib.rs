@@ -36,6 +36,31 @@ pub(crate) mod bindings {
     });
 }
 
+/// The same world for plugins that import `http-outbound`: their calls are async so a
+/// request waiting on the network suspends the call instead of holding a thread. Everything
+/// but the policy export and `http-outbound` is shared with the synchronous bindings.
+pub(crate) mod async_bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "plugin",
+        ownership: Borrowing { duplicate_if_necessary: true },
+        imports: { "wasmgate:plugin/http-outbound.send": async },
+        exports: { default: async },
+        with: {
+            "wasmgate:plugin/types": crate::bindings::wasmgate::plugin::types,
+            "wasmgate:plugin/log": crate::bindings::wasmgate::plugin::log,
+            "wasmgate:plugin/clock": crate::bindings::wasmgate::plugin::clock,
+            "wasmgate:plugin/counters": crate::bindings::wasmgate::plugin::counters,
+            "wasmgate:plugin/kv": crate::bindings::wasmgate::plugin::kv,
+            "wasmgate:plugin/credentials": crate::bindings::wasmgate::plugin::credentials,
+            "wasmgate:plugin/log-sink": crate::bindings::wasmgate::plugin::log_sink,
+        },
+    });
+}
+
+/// Plugins importing this interface get the async linker (see [`async_bindings`]).
+const HTTP_OUTBOUND: &str = "wasmgate:plugin/http-outbound@";
+
 /// How often the epoch advances. CPU deadlines are rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// The largest memory cap a binding may ask for; the pool reserves slots this large.
@@ -83,10 +108,11 @@ impl WasiView for HostState {
     }
 }
 
-/// Owns the engine, the linker and compiled components. One per gateway process.
+/// Owns the engine, the linkers and compiled components. One per gateway process.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<HostState>,
+    async_linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
     caps: Arc<Capabilities>,
@@ -115,14 +141,33 @@ impl PluginRuntime {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
 
+        let engine_error = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        // Synchronous plugins: every import but `http-outbound`, which only the async linker
+        // has (a plugin importing it is always instantiated there).
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-        bindings::Plugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
-            &mut linker,
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        {
+            use bindings::wasmgate::plugin::*;
+            type Data = wasmtime::component::HasSelf<HostState>;
+            let l = &mut linker;
+            fn get(s: &mut HostState) -> &mut HostState {
+                s
+            }
+            types::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            log::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            clock::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            counters::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            kv::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            credentials::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            log_sink::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+        }
+        let mut async_linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(engine_error)?;
+        async_bindings::Plugin::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut async_linker,
             |s| s,
         )
-        .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+        .map_err(engine_error)?;
 
         // The epoch ticker: deadlines are counted in its ticks. It holds only a weak
         // reference so the thread ends with the engine.
@@ -147,6 +192,7 @@ impl PluginRuntime {
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
+            async_linker,
             cache_dir,
             compiled: Mutex::new(HashMap::new()),
             caps: Arc::new(Capabilities::default()),
@@ -214,14 +260,22 @@ impl PluginRuntime {
         component: &Component,
         memory_cap: usize,
     ) -> Result<PoolBuilder, RuntimeError> {
-        let pre = self.linker.instantiate_pre(component).map_err(|e| RuntimeError::Invalid {
+        let invalid = |what: &str, e: wasmtime::Error| RuntimeError::Invalid {
             path: PathBuf::from(plugin),
-            reason: format!("imports something the gateway does not provide: {e:#}"),
-        })?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| RuntimeError::Invalid {
-            path: PathBuf::from(plugin),
-            reason: format!("does not export wasmgate:plugin/policy@0.1.0: {e:#}"),
-        })?;
+            reason: format!("{what}: {e:#}"),
+        };
+        let waits =
+            component.component_type().imports(&self.engine).any(|(name, _)| name.starts_with(HTTP_OUTBOUND));
+        let linker = if waits { &self.async_linker } else { &self.linker };
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| invalid("imports something the gateway does not provide", e))?;
+        let no_policy = "does not export wasmgate:plugin/policy@0.1.0";
+        let pre = if waits {
+            pool::Pre::Async(async_bindings::PluginPre::new(pre).map_err(|e| invalid(no_policy, e))?)
+        } else {
+            pool::Pre::Sync(bindings::PluginPre::new(pre).map_err(|e| invalid(no_policy, e))?)
+        };
         Ok(PoolBuilder::new(self.clone(), plugin, pre, memory_cap.min(MAX_MEMORY_BYTES)))
     }
 }

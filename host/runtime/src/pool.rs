@@ -1,14 +1,16 @@
 //! Warm instance pools and the [`WasmPolicy`] that runs one binding's phases.
 
-use crate::bindings::{Plugin, PluginPre};
 use crate::capabilities::BindingScope;
-use crate::{EPOCH_TICK, HostState, PluginRuntime, RuntimeError, convert};
+use crate::{EPOCH_TICK, HostState, PluginRuntime, RuntimeError, async_bindings, bindings, convert};
 use crossbeam_queue::ArrayQueue;
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use wasmgate_proxy::policy::{
-    BindingInfo, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction, ResponseView,
-    RouteInfo,
+    BindingInfo, Call, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction,
+    ResponseView, RouteInfo,
 };
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, Trap};
@@ -56,11 +58,52 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// A plugin ready to instantiate, linked for synchronous calls or, if it imports
+/// `http-outbound`, for async calls that suspend while waiting on the network.
+pub(crate) enum Pre {
+    Sync(bindings::PluginPre<HostState>),
+    Async(async_bindings::PluginPre<HostState>),
+}
+
+enum Exports {
+    Sync(bindings::Plugin),
+    Async(async_bindings::Plugin),
+}
+
 struct Instance {
     store: Store<HostState>,
-    plugin: Plugin,
+    exports: Exports,
     /// Which bindings this instance has configured.
     configured: Vec<bool>,
+}
+
+/// Call a policy export of either kind on `$inst`: synchronously (host panics contained, see
+/// [`guarded`]) or awaiting the async call. Errors are classified against the store.
+macro_rules! call_export {
+    ($inst:expr, $method:ident($($arg:expr),*)) => {{
+        let Instance { exports, store, .. } = $inst;
+        match exports {
+            Exports::Sync(p) => guarded(|| {
+                p.wasmgate_plugin_policy().$method(&mut *store, $($arg),*).map_err(|e| classify(e, store))
+            }),
+            Exports::Async(p) => {
+                p.wasmgate_plugin_policy().$method(&mut *store, $($arg),*).await.map_err(|e| classify(e, store))
+            }
+        }
+    }};
+}
+
+/// Poll a future once. Synchronous plugin calls are written as async functions (one code
+/// path for both kinds) but never wait, so one poll finishes them.
+fn now<F: Future>(f: F) -> Option<F::Output> {
+    match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }
+}
+
+fn waited() -> PolicyError {
+    PolicyError::Trap("the plugin waited on I/O where it may not (start-up or configure)".into())
 }
 
 /// Why a binding could not be loaded.
@@ -92,19 +135,14 @@ pub struct CallLimits {
 pub struct PoolBuilder {
     runtime: Arc<PluginRuntime>,
     plugin: Arc<str>,
-    pre: PluginPre<HostState>,
+    pre: Pre,
     memory_cap: usize,
     slots: Vec<Slot>,
     scopes: Vec<BindingScope>,
 }
 
 impl PoolBuilder {
-    pub(crate) fn new(
-        runtime: Arc<PluginRuntime>,
-        plugin: &str,
-        pre: PluginPre<HostState>,
-        memory_cap: usize,
-    ) -> Self {
+    pub(crate) fn new(runtime: Arc<PluginRuntime>, plugin: &str, pre: Pre, memory_cap: usize) -> Self {
         PoolBuilder { runtime, plugin: plugin.into(), pre, memory_cap, slots: Vec::new(), scopes: Vec::new() }
     }
 
@@ -134,21 +172,21 @@ impl PoolBuilder {
             slots: self.slots,
             idle: ArrayQueue::new(IDLE_INSTANCES),
         });
-        let mut inst = pool.instantiate().map_err(|e| RuntimeError::Invalid {
-            path: pool.plugin.to_string().into(),
-            reason: e.to_string(),
-        })?;
+        let instantiate = || {
+            now(pool.instantiate()).unwrap_or_else(|| Err(waited())).map_err(|e| RuntimeError::Invalid {
+                path: pool.plugin.to_string().into(),
+                reason: e.to_string(),
+            })
+        };
+        let mut inst = instantiate()?;
         let mut out = Vec::with_capacity(pool.slots.len());
         let mut healthy = true;
         for binding in 0..pool.slots.len() as u32 {
             if !healthy {
-                inst = pool.instantiate().map_err(|e| RuntimeError::Invalid {
-                    path: pool.plugin.to_string().into(),
-                    reason: e.to_string(),
-                })?;
+                inst = instantiate()?;
                 healthy = true;
             }
-            out.push(match pool.configure(&mut inst, binding) {
+            out.push(match now(pool.configure(&mut inst, binding)).unwrap_or_else(|| Err(waited())) {
                 Ok(Ok((info, request, declared))) => pool.grant(binding, declared).map(|()| WasmPolicy {
                     pool: pool.clone(),
                     binding,
@@ -173,7 +211,7 @@ impl PoolBuilder {
 pub struct PluginPool {
     runtime: Arc<PluginRuntime>,
     plugin: Arc<str>,
-    pre: PluginPre<HostState>,
+    pre: Pre,
     memory_cap: usize,
     scopes: Arc<[BindingScope]>,
     slots: Vec<Slot>,
@@ -223,7 +261,7 @@ impl PluginPool {
         Ok(())
     }
 
-    fn instantiate(&self) -> Result<Instance, PolicyError> {
+    async fn instantiate(&self) -> Result<Instance, PolicyError> {
         let wasi =
             WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).build();
         let state = HostState {
@@ -255,16 +293,22 @@ impl PluginPool {
         });
         // Instantiation runs the guest's start code: give it the first binding's deadline.
         store.set_epoch_deadline(self.slots.first().map_or(20, |s| s.cpu_ticks));
-        let plugin = guarded(|| self.pre.instantiate(&mut store).map_err(|e| classify(e, &store))).map_err(
-            |e| match e {
-                PolicyError::Trap(m) => PolicyError::Unavailable(m),
-                other => other,
-            },
-        )?;
-        Ok(Instance { store, plugin, configured: vec![false; self.slots.len()] })
+        let exports = match &self.pre {
+            Pre::Sync(pre) => {
+                guarded(|| pre.instantiate(&mut store).map(Exports::Sync).map_err(|e| classify(e, &store)))
+            }
+            Pre::Async(pre) => {
+                pre.instantiate_async(&mut store).await.map(Exports::Async).map_err(|e| classify(e, &store))
+            }
+        };
+        let exports = exports.map_err(|e| match e {
+            PolicyError::Trap(m) => PolicyError::Unavailable(m),
+            other => other,
+        })?;
+        Ok(Instance { store, exports, configured: vec![false; self.slots.len()] })
     }
 
-    fn configure(
+    async fn configure(
         &self,
         inst: &mut Instance,
         binding: u32,
@@ -273,13 +317,7 @@ impl PluginPool {
         let slot = &self.slots[binding as usize];
         inst.store.set_epoch_deadline(slot.cpu_ticks);
         inst.store.data_mut().current = binding;
-        let Instance { plugin, store, .. } = inst;
-        let r = guarded(|| {
-            plugin
-                .wasmgate_plugin_policy()
-                .call_configure(&mut *store, binding, &slot.config)
-                .map_err(|e| classify(e, store))
-        })?;
+        let r = call_export!(&mut *inst, call_configure(binding, &slot.config))?;
         match r {
             Ok(info) => {
                 inst.configured[binding as usize] = true;
@@ -289,20 +327,16 @@ impl PluginPool {
         }
     }
 
-    /// Run `f` on a warm instance with `binding` configured and its deadline set. A failed
-    /// instance is dropped; the next call gets a fresh one.
-    fn call<R>(
-        &self,
-        binding: u32,
-        route: &RouteInfo,
-        f: impl FnOnce(&Plugin, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, PolicyError> {
+    /// A warm instance with `binding` configured and its deadline set, for one call. Give
+    /// it back with [`Self::checkin`] if the call succeeded; a failed instance is dropped and
+    /// the next call gets a fresh one.
+    async fn checkout(&self, binding: u32, route: &RouteInfo) -> Result<Instance, PolicyError> {
         let mut inst = match self.idle.pop() {
             Some(i) => i,
-            None => self.instantiate()?,
+            None => self.instantiate().await?,
         };
         if !inst.configured[binding as usize] {
-            match self.configure(&mut inst, binding)? {
+            match self.configure(&mut inst, binding).await? {
                 Ok(_) => {}
                 // Accepted at load, refused now: the plugin is not deterministic.
                 Err(e) => {
@@ -324,10 +358,11 @@ impl PluginPool {
         data.route_api.push_str(&route.api_id);
         data.route_group.clear();
         data.route_group.push_str(&route.group_id);
-        let Instance { plugin, store, .. } = &mut inst;
-        let r = guarded(|| f(plugin, store).map_err(|e| classify(e, store)))?;
+        Ok(inst)
+    }
+
+    fn checkin(&self, inst: Instance) {
         let _ = self.idle.push(inst);
-        Ok(r)
     }
 }
 
@@ -343,7 +378,55 @@ impl WasmPolicy {
     /// Instantiate a fresh instance of this binding's plugin and drop it: what a request would
     /// pay without warm instances. For benchmarks.
     pub fn instantiate_fresh(&self) -> Result<(), PolicyError> {
-        self.pool.instantiate().map(drop)
+        now(self.pool.instantiate()).unwrap_or_else(|| Err(waited())).map(drop)
+    }
+
+    /// Hand a phase call to the proxy: finished at once for a synchronous plugin, boxed to
+    /// be awaited for one that may wait on the network.
+    fn call<'a, T: Unpin>(
+        &self,
+        call: impl Future<Output = Result<T, PolicyError>> + Send + 'a,
+    ) -> Call<'a, T> {
+        match self.pool.pre {
+            Pre::Sync(_) => Call::Ready(Some(now(call).unwrap_or_else(|| Err(waited())))),
+            Pre::Async(_) => Call::Waiting(Box::pin(call)),
+        }
+    }
+
+    async fn request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
+        let parts = convert::RequestParts::new(request, &self.request);
+        let req = parts.request(request, &self.request);
+        let mut inst = self.pool.checkout(self.binding, request.route).await?;
+        let action = call_export!(&mut inst, call_on_request(self.binding, req))?;
+        self.pool.checkin(inst);
+        convert::request_action(action)
+    }
+
+    async fn response(
+        &self,
+        request: &RequestView<'_>,
+        response: &ResponseView<'_>,
+    ) -> Result<ResponseAction, PolicyError> {
+        let parts = convert::RequestParts::new(request, &self.request);
+        let req = parts.request(request, &self.request);
+        let headers = convert::response_headers(response, &self.info.response_headers);
+        let resp = convert::response(response, &headers, self.info.response_body);
+        let mut inst = self.pool.checkout(self.binding, request.route).await?;
+        let action = call_export!(&mut inst, call_on_response(self.binding, req, resp))?;
+        self.pool.checkin(inst);
+        convert::response_action(action)
+    }
+
+    async fn log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
+        let parts = convert::RequestParts::new(&entry.request, &self.request);
+        let req = parts.request(&entry.request, &self.request);
+        let headers = convert::response_headers(&entry.response, &self.info.response_headers);
+        let resp = convert::response(&entry.response, &headers, self.info.response_body);
+        let log = convert::log_entry(entry, req, resp);
+        let mut inst = self.pool.checkout(self.binding, entry.request.route).await?;
+        call_export!(&mut inst, call_on_log(self.binding, log))?;
+        self.pool.checkin(inst);
+        Ok(())
     }
 }
 
@@ -356,39 +439,19 @@ impl Policy for WasmPolicy {
         &self.info
     }
 
-    fn on_request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
-        let parts = convert::RequestParts::new(request, &self.request);
-        let req = parts.request(request, &self.request);
-        let action = self.pool.call(self.binding, request.route, |p, store| {
-            p.wasmgate_plugin_policy().call_on_request(store, self.binding, req)
-        })?;
-        convert::request_action(action)
+    fn on_request<'a>(&'a self, request: &'a RequestView<'_>) -> Call<'a, RequestAction> {
+        self.call(self.request(request))
     }
 
-    fn on_response(
-        &self,
-        request: &RequestView<'_>,
-        response: &ResponseView<'_>,
-    ) -> Result<ResponseAction, PolicyError> {
-        let parts = convert::RequestParts::new(request, &self.request);
-        let req = parts.request(request, &self.request);
-        let headers = convert::response_headers(response, &self.info.response_headers);
-        let resp = convert::response(response, &headers, self.info.response_body);
-        let action = self.pool.call(self.binding, request.route, |p, store| {
-            p.wasmgate_plugin_policy().call_on_response(store, self.binding, req, resp)
-        })?;
-        convert::response_action(action)
+    fn on_response<'a>(
+        &'a self,
+        request: &'a RequestView<'_>,
+        response: &'a ResponseView<'_>,
+    ) -> Call<'a, ResponseAction> {
+        self.call(self.response(request, response))
     }
 
-    fn on_log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
-        let route = entry.request.route;
-        let parts = convert::RequestParts::new(&entry.request, &self.request);
-        let req = parts.request(&entry.request, &self.request);
-        let headers = convert::response_headers(&entry.response, &self.info.response_headers);
-        let resp = convert::response(&entry.response, &headers, self.info.response_body);
-        let entry = convert::log_entry(entry, req, resp);
-        self.pool.call(self.binding, route, |p, store| {
-            p.wasmgate_plugin_policy().call_on_log(store, self.binding, entry)
-        })
+    fn on_log<'a>(&'a self, entry: &'a LogView<'_>) -> Call<'a, ()> {
+        self.call(self.log(entry))
     }
 }

@@ -7,8 +7,9 @@
 //! local counters, Redis is left alone for a second, and the outage is logged once (then
 //! every 30 s) until it answers again; a request never fails because Redis is down.
 //!
-//! Guest calls are synchronous, so the round trip runs in `block_in_place`: the Tokio worker
-//! hands its other tasks to another thread while this one waits (bounded by the timeout).
+//! The import is synchronous (plugins that count are called synchronously, see `pool.rs`), so
+//! the round trip runs in `block_in_place`: the Tokio worker hands its other tasks to another
+//! thread while this one waits (bounded by the timeout).
 
 use crate::bindings::wasmgate::plugin::counters::WindowCount;
 use redis::aio::MultiplexedConnection;

@@ -1,14 +1,17 @@
 //! `wasmgate:plugin/http-outbound`: HTTP calls to the origins a binding declared.
 //!
-//! Guest calls are synchronous, so the request runs in `block_in_place` on the calling Tokio
-//! worker (its other tasks move to other workers meanwhile), over one pooled client shared by
-//! every plugin. The time waited is recorded on the store so the epoch deadline (the CPU
-//! deadline) gives it back; the call's wall-clock cap bounds the timeout instead.
+//! Plugins importing this interface are called asynchronously (see `async_bindings`): while
+//! the request is in flight the guest's call is suspended and its Tokio worker serves other
+//! requests. One pooled client is shared by every plugin. The time waited is recorded on the
+//! store so the epoch deadline (the CPU deadline) gives it back; the call's wall-clock cap
+//! bounds the timeout instead.
 //! `https://` goes over rustls with the system's CAs and any the gateway is configured to
 //! trust (`gateway.outbound_ca`).
 
 use crate::HostState;
-use crate::bindings::wasmgate::plugin::http_outbound::{Host, HttpError, OutboundRequest, OutboundResponse};
+use crate::async_bindings::wasmgate::plugin::http_outbound::{
+    Host, HttpError, OutboundRequest, OutboundResponse,
+};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
@@ -96,7 +99,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Host for HostState {
-    fn send(&mut self, r: OutboundRequest) -> Result<OutboundResponse, HttpError> {
+    async fn send(&mut self, r: OutboundRequest) -> Result<OutboundResponse, HttpError> {
         let target = origin(&r.url).map_err(HttpError::InvalidRequest)?;
         let granted = self.scope().grants.get().is_some_and(|g| g.http.contains(&target));
         if !granted {
@@ -110,39 +113,29 @@ impl Host for HostState {
         }
         let req =
             req.body(Full::new(Bytes::from(r.body))).map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return Err(HttpError::Connect("no async runtime to call from".into()));
-        };
         let started = Instant::now();
         // The wall-clock cap bounds every wait in the call, this one included.
         let timeout = Duration::from_millis(r.timeout_ms.into())
             .min(self.wall_deadline.saturating_duration_since(started));
         let client = self.caps.outbound.client();
-        let result = tokio::task::block_in_place(|| {
-            handle.block_on(tokio::time::timeout(timeout, async {
-                let resp = client.request(req).await.map_err(|e| HttpError::Connect(chain(&e)))?;
-                let (parts, body) = resp.into_parts();
-                let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                        HttpError::ResponseTooLarge
-                    } else {
-                        HttpError::Connect(e.to_string())
-                    }
-                })?;
-                let headers = parts
-                    .headers
-                    .iter()
-                    .map(|(n, v)| {
-                        (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
-                    })
-                    .collect();
-                Ok(OutboundResponse {
-                    status: parts.status.as_u16(),
-                    headers,
-                    body: body.to_bytes().to_vec(),
-                })
-            }))
-        });
+        let result = tokio::time::timeout(timeout, async {
+            let resp = client.request(req).await.map_err(|e| HttpError::Connect(chain(&e)))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_RESPONSE_BYTES).collect().await.map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    HttpError::ResponseTooLarge
+                } else {
+                    HttpError::Connect(e.to_string())
+                }
+            })?;
+            let headers = parts
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect();
+            Ok(OutboundResponse { status: parts.status.as_u16(), headers, body: body.to_bytes().to_vec() })
+        })
+        .await;
         self.net_wait += started.elapsed();
         result.unwrap_or(Err(HttpError::Timeout))
     }
