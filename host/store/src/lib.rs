@@ -1,0 +1,301 @@
+//! Wasmgate's persistent store: what operators create through the admin API, kept in
+//! embedded SQLite (a file, no server; the default) or in PostgreSQL (shared by the gateways of
+//! a cluster), chosen by the URL.
+//!
+//! Every resource is a JSON document keyed by kind and id, with a revision counting its writes
+//! (the admin API's ETag). Documents are the config crate's own serde structs, checked by the
+//! same validation as the YAML file before they are written, so the two ways of configuring
+//! cannot drift apart, and SQLite and PostgreSQL share one schema and one code path (sqlx's
+//! `Any` driver). Migrations in `migrations/` are applied at open.
+//!
+//! Every write also bumps a single generation number in the same transaction. Writers queue on
+//! that row, which makes check-then-write sequences inside a transaction safe on both
+//! databases; gateways poll it to learn that the store changed.
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
+    Url(String),
+    #[error("{kind} `{id}` does not exist")]
+    NotFound { kind: Kind, id: String },
+    #[error("{kind} `{id}` already exists")]
+    Exists { kind: Kind, id: String },
+    #[error("{kind} `{id}` is at revision {current}, not {expected}: it changed since it was read")]
+    Conflict { kind: Kind, id: String, current: i64, expected: i64 },
+    #[error("stored {kind} `{id}` is not valid JSON: {reason}")]
+    Corrupt { kind: Kind, id: String, reason: String },
+    #[error("store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("store schema migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// What a resource is. Stored as its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Group,
+    Api,
+    Policy,
+    Credential,
+    Environment,
+    Variable,
+    Plugin,
+    Certificate,
+    /// Gateway-wide settings (listeners, limits, ...), one document per section.
+    Setting,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Group,
+        Kind::Api,
+        Kind::Policy,
+        Kind::Credential,
+        Kind::Environment,
+        Kind::Variable,
+        Kind::Plugin,
+        Kind::Certificate,
+        Kind::Setting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Group => "group",
+            Kind::Api => "api",
+            Kind::Policy => "policy",
+            Kind::Credential => "credential",
+            Kind::Environment => "environment",
+            Kind::Variable => "variable",
+            Kind::Plugin => "plugin",
+            Kind::Certificate => "certificate",
+            Kind::Setting => "setting",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stored resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: Kind,
+    pub id: String,
+    pub body: Value,
+    /// 1 when created, +1 per write.
+    pub revision: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What a write expects to find: the optimistic-concurrency check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Create or overwrite.
+    Any,
+    /// Create only.
+    Absent,
+    /// Overwrite (or delete) only this revision.
+    Revision(i64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Open (creating an SQLite file if needed) and bring the schema up to date.
+    /// `sqlite://PATH` or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://") {
+            // `mode=rwc`: create the file on first use.
+            (Backend::Sqlite, format!("sqlite://{path}?mode=rwc"))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_string())
+        } else {
+            return Err(StoreError::Url(url.to_string()));
+        };
+        let pool = AnyPoolOptions::new().max_connections(8).connect(&url).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Changes whenever anything is written; compare to see whether to reload.
+    pub async fn generation(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query("SELECT value FROM generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+
+    pub async fn get(&self, kind: Kind, id: &str) -> Result<Record, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, body, revision, updated_at_ms FROM resources WHERE kind = $1 AND id = $2",
+        )
+        .bind(kind.as_str())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => record(kind, &row),
+            None => Err(StoreError::NotFound { kind, id: id.to_string() }),
+        }
+    }
+
+    /// Up to `limit` resources of a kind in id order, starting after the id `after` (the
+    /// last id of the previous page).
+    pub async fn list(&self, kind: Kind, after: Option<&str>, limit: u32) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, body, revision, updated_at_ms FROM resources \
+             WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(kind.as_str())
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| record(kind, row)).collect()
+    }
+
+    /// Write one resource if `expect` holds; returns it as stored.
+    pub async fn put(
+        &self,
+        kind: Kind,
+        id: &str,
+        body: &Value,
+        expect: Expect,
+    ) -> Result<Record, StoreError> {
+        let mut tx = self.write().await?;
+        let record = put_in(&mut tx, kind, id, body, expect).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub async fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let current = revision_in(&mut tx, kind, id).await?;
+        check(kind, id, current, expect)?;
+        if current.is_none() {
+            return Err(StoreError::NotFound { kind, id: id.to_string() });
+        }
+        sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2")
+            .bind(kind.as_str())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Make the store hold exactly these resources, in one transaction (a YAML import).
+    pub async fn replace_all(&self, resources: &[(Kind, String, Value)]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        sqlx::query("DELETE FROM resources").execute(&mut *tx).await?;
+        for (kind, id, body) in resources {
+            put_in(&mut tx, *kind, id, body, Expect::Absent).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A write transaction, already queued behind other writers (see the module docs).
+    async fn write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1").execute(&mut *tx).await?;
+        Ok(tx)
+    }
+}
+
+fn record(kind: Kind, row: &AnyRow) -> Result<Record, StoreError> {
+    let id: String = row.try_get(0)?;
+    let body: String = row.try_get(1)?;
+    let body = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        kind,
+        id: id.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok(Record { kind, id, body, revision: row.try_get(2)?, updated_at_ms: row.try_get(3)? })
+}
+
+async fn revision_in(
+    tx: &mut Transaction<'static, Any>,
+    kind: Kind,
+    id: &str,
+) -> Result<Option<i64>, StoreError> {
+    let row = sqlx::query("SELECT revision FROM resources WHERE kind = $1 AND id = $2")
+        .bind(kind.as_str())
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(match row {
+        Some(row) => Some(row.try_get(0)?),
+        None => None,
+    })
+}
+
+fn check(kind: Kind, id: &str, current: Option<i64>, expect: Expect) -> Result<(), StoreError> {
+    match (expect, current) {
+        (Expect::Any, _) | (Expect::Absent, None) => Ok(()),
+        (Expect::Absent, Some(_)) => Err(StoreError::Exists { kind, id: id.to_string() }),
+        (Expect::Revision(_), None) => Err(StoreError::NotFound { kind, id: id.to_string() }),
+        (Expect::Revision(expected), Some(current)) if expected == current => Ok(()),
+        (Expect::Revision(expected), Some(current)) => {
+            Err(StoreError::Conflict { kind, id: id.to_string(), current, expected })
+        }
+    }
+}
+
+async fn put_in(
+    tx: &mut Transaction<'static, Any>,
+    kind: Kind,
+    id: &str,
+    body: &Value,
+    expect: Expect,
+) -> Result<Record, StoreError> {
+    let current = revision_in(tx, kind, id).await?;
+    check(kind, id, current, expect)?;
+    let revision = current.unwrap_or(0) + 1;
+    let updated_at_ms = now_ms();
+    let sql = if current.is_some() {
+        "UPDATE resources SET body = $3, revision = $4, updated_at_ms = $5 WHERE kind = $1 AND id = $2"
+    } else {
+        "INSERT INTO resources (kind, id, body, revision, updated_at_ms) VALUES ($1, $2, $3, $4, $5)"
+    };
+    sqlx::query(sql)
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(body.to_string())
+        .bind(revision)
+        .bind(updated_at_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Record { kind, id: id.to_string(), body: body.clone(), revision, updated_at_ms })
+}

@@ -1,0 +1,117 @@
+//! The store's behaviour, the same on embedded SQLite and on a real PostgreSQL server.
+
+mod support;
+
+use serde_json::json;
+use wasmgate_store::{Expect, Kind, Store, StoreError};
+
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn sqlite() -> Store {
+    // Under target/tmp (cargo's scratch space for integration tests), one file per test.
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "store-{}-{}.db",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_file(&file); // left by an earlier run with the same pid
+    Store::open(&format!("sqlite://{}", file.display())).await.unwrap()
+}
+
+async fn postgres() -> Store {
+    let url = tokio::task::spawn_blocking(support::postgres::database).await.unwrap();
+    Store::open(&url).await.unwrap()
+}
+
+/// Each test runs once per backend.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite { $( #[tokio::test] async fn $name() { super::$name(super::sqlite().await).await } )* }
+        mod on_postgres { $( #[tokio::test] async fn $name() { super::$name(super::postgres().await).await } )* }
+    };
+}
+
+on_both!(
+    resources_are_created_read_updated_and_deleted,
+    writes_check_the_revision_they_expect,
+    lists_page_in_id_order,
+    every_write_moves_the_generation,
+    replace_all_leaves_exactly_what_it_was_given,
+);
+
+async fn resources_are_created_read_updated_and_deleted(store: Store) {
+    let body = json!({"id": "g1", "domains": ["api.example.com"], "note": "ünïcode"});
+    let created = store.put(Kind::Group, "g1", &body, Expect::Absent).await.unwrap();
+    assert_eq!(created.revision, 1);
+    let read = store.get(Kind::Group, "g1").await.unwrap();
+    assert_eq!((read.body, read.revision), (body, 1));
+    assert!(matches!(store.get(Kind::Api, "g1").await, Err(StoreError::NotFound { .. })), "kinds are apart");
+
+    let changed = json!({"id": "g1", "domains": []});
+    assert_eq!(store.put(Kind::Group, "g1", &changed, Expect::Any).await.unwrap().revision, 2);
+    assert_eq!(store.get(Kind::Group, "g1").await.unwrap().body, changed);
+
+    store.delete(Kind::Group, "g1", Expect::Any).await.unwrap();
+    assert!(matches!(store.get(Kind::Group, "g1").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.delete(Kind::Group, "g1", Expect::Any).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn writes_check_the_revision_they_expect(store: Store) {
+    store.put(Kind::Api, "a", &json!({"v": 1}), Expect::Absent).await.unwrap();
+    let again = store.put(Kind::Api, "a", &json!({"v": 0}), Expect::Absent).await;
+    assert!(matches!(again, Err(StoreError::Exists { .. })), "{again:?}");
+    store.put(Kind::Api, "a", &json!({"v": 2}), Expect::Revision(1)).await.unwrap();
+    // A writer that read revision 1 lost the race: refused, nothing changed.
+    match store.put(Kind::Api, "a", &json!({"v": 3}), Expect::Revision(1)).await {
+        Err(StoreError::Conflict { current: 2, expected: 1, .. }) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(store.get(Kind::Api, "a").await.unwrap().body, json!({"v": 2}));
+    let stale_delete = store.delete(Kind::Api, "a", Expect::Revision(1)).await;
+    assert!(matches!(stale_delete, Err(StoreError::Conflict { .. })), "{stale_delete:?}");
+    let missing = store.put(Kind::Api, "b", &json!({}), Expect::Revision(1)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    store.delete(Kind::Api, "a", Expect::Revision(2)).await.unwrap();
+}
+
+async fn lists_page_in_id_order(store: Store) {
+    for id in ["c", "a", "e", "b", "d"] {
+        store.put(Kind::Credential, id, &json!({"id": id}), Expect::Absent).await.unwrap();
+    }
+    store.put(Kind::Policy, "x", &json!({}), Expect::Absent).await.unwrap();
+    let ids = |page: Vec<wasmgate_store::Record>| page.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(Kind::Credential, None, 2).await.unwrap()), ["a", "b"]);
+    assert_eq!(ids(store.list(Kind::Credential, Some("b"), 2).await.unwrap()), ["c", "d"]);
+    assert_eq!(ids(store.list(Kind::Credential, Some("d"), 2).await.unwrap()), ["e"]);
+    assert!(store.list(Kind::Credential, Some("e"), 2).await.unwrap().is_empty());
+}
+
+async fn every_write_moves_the_generation(store: Store) {
+    let g0 = store.generation().await.unwrap();
+    store.put(Kind::Environment, "TEST", &json!({}), Expect::Absent).await.unwrap();
+    let g1 = store.generation().await.unwrap();
+    assert!(g1 > g0);
+    store.delete(Kind::Environment, "TEST", Expect::Any).await.unwrap();
+    assert!(store.generation().await.unwrap() > g1);
+    // Reads do not.
+    let g2 = store.generation().await.unwrap();
+    store.list(Kind::Environment, None, 10).await.unwrap();
+    assert_eq!(store.generation().await.unwrap(), g2);
+}
+
+async fn replace_all_leaves_exactly_what_it_was_given(store: Store) {
+    store.put(Kind::Group, "old", &json!({}), Expect::Absent).await.unwrap();
+    let wanted = vec![
+        (Kind::Group, "g".to_string(), json!({"id": "g"})),
+        (Kind::Api, "a".to_string(), json!({"id": "a", "group": "g"})),
+    ];
+    store.replace_all(&wanted).await.unwrap();
+    assert!(store.list(Kind::Group, None, 10).await.unwrap().iter().all(|r| r.id != "old"));
+    assert_eq!(store.get(Kind::Api, "a").await.unwrap().body, json!({"id": "a", "group": "g"}));
+    // A failing import changes nothing: the duplicate refuses the whole transaction.
+    let broken =
+        vec![(Kind::Group, "new".to_string(), json!({})), (Kind::Group, "new".to_string(), json!({}))];
+    assert!(matches!(store.replace_all(&broken).await, Err(StoreError::Exists { .. })));
+    assert_eq!(store.get(Kind::Api, "a").await.unwrap().revision, 1);
+    assert!(store.get(Kind::Group, "new").await.is_err());
+}
