@@ -154,6 +154,7 @@ fn bad_cors_configs_are_rejected_naming_the_field() {
         ("{allow_methods: [GET, FETCH]}", "allow_methods[1]"),
         ("{allow_headers: ['bad header']}", "allow_headers[0]"),
         ("{allow_credentialz: true}", "allow_credentialz"),
+        ("{allow_origin: 7}", "allow_origin"),
     ];
     for (cfg, field) in cases {
         let (ok, err) = validate(&one_binding("cors", cfg));

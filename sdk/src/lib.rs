@@ -85,18 +85,23 @@ pub trait Policy: Sized + 'static {
 }
 
 /// Parse a binding's JSON config into `T`, turning serde's error into a [`ConfigError`]
-/// that names the field where serde stopped.
+/// that names the field where serde stopped (`limits.rate`, `rules[2].when`).
 pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, ConfigError> {
-    serde_json::from_str(config).map_err(|e| {
-        // serde_json reports "unknown field `x`, expected ..." or "invalid type: ... at
-        // line 1 column 17"; pull the field name out where it says one.
-        let message = e.to_string();
-        let field = message
+    let mut de = serde_json::Deserializer::from_str(config);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // An unknown or missing field is reported at its parent; its name is in the message.
+        let named = message
             .split('`')
             .nth(1)
-            .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"))
-            .unwrap_or("")
-            .to_string();
+            .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => name.to_string(),
+            (".", None) => String::new(),
+            (parent, Some(name)) => format!("{parent}.{name}"),
+            (at, None) => at.to_string(),
+        };
         ConfigError { field, message }
     })
 }

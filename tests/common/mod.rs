@@ -2,6 +2,10 @@
 //! child process, and a real HTTP client. Plugins come from `scripts/build-plugins`.
 #![allow(dead_code)]
 
+/// A real PostgreSQL server, shared with the store crate's tests.
+#[path = "../../host/store/tests/support/postgres.rs"]
+pub mod postgres;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -196,13 +200,23 @@ impl Gateway {
         let dir = temp_dir();
         let config = dir.join("gateway.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let mut child = wasmgate()
-            .args(["run", "-c"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut run = wasmgate();
+        run.args(["run", "-c"]).arg(&config);
+        Self::launch(run, dir, config)
+    }
+
+    /// Start serving the configuration in the store at `url` (`wasmgate run --store`).
+    pub fn start_from_store(url: &str) -> Gateway {
+        let dir = temp_dir();
+        let mut run = wasmgate();
+        run.args(["run", "--store", url]);
+        Self::launch(run, dir.clone(), dir.join("no-config-file"))
+            .unwrap_or_else(|e| panic!("gateway did not start:\n{e}"))
+    }
+
+    /// Spawn `run` and wait for `wasmgate ready`, collecting the listeners' addresses.
+    fn launch(mut run: Command, dir: PathBuf, config: PathBuf) -> Result<Gateway, String> {
+        let mut child = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
         loop {

@@ -5,7 +5,7 @@
 //! needs the proxy or the plugin runtime (path templates, plugin configs) is checked when the
 //! gateway builds a snapshot from this config; errors there name the same places.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ impl fmt::Display for ConfigError {
 }
 
 /// The whole gateway configuration (one YAML file).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     #[serde(default = "default_listeners")]
@@ -70,7 +70,7 @@ pub struct GatewayConfig {
 }
 
 /// A server certificate and its private key, in PEM files (re-read on every reload).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
     pub name: String,
@@ -81,7 +81,7 @@ pub struct Certificate {
 }
 
 /// An app: its keys and the APIs (or whole groups) it may call.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
     pub id: String,
@@ -123,7 +123,7 @@ fn default_listeners() -> Vec<Listener> {
     }]
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     pub address: SocketAddr,
@@ -138,7 +138,7 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     /// Served to clients that name no domain, or one without a certificate of its own;
@@ -148,7 +148,7 @@ pub struct ListenerTls {
 }
 
 /// Process-wide settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
     /// How long SIGTERM waits for in-flight requests before closing connections.
@@ -185,7 +185,7 @@ impl Default for GatewaySettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://host:port[/db]`.
@@ -199,7 +199,7 @@ fn default_redis_timeout() -> u64 {
     50
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogBuffer {
     pub max_messages: usize,
@@ -213,7 +213,7 @@ impl Default for LogBuffer {
 }
 
 /// A custom plugin: a Wasm component on disk.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSource {
     /// Relative paths are resolved against the config file's folder.
@@ -221,7 +221,7 @@ pub struct PluginSource {
 }
 
 /// A set of APIs served on its own domains.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiGroup {
     pub id: String,
@@ -235,7 +235,7 @@ pub struct ApiGroup {
 
 /// A domain a group answers on, with its HTTPS settings: a host name, or
 /// `{name, certificate, client_ca}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Domain {
     pub name: String,
@@ -272,7 +272,7 @@ fn domains<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Domain>, D::Err
     Ok(Vec::<OneDomain>::deserialize(d)?.into_iter().map(|d| d.0).collect())
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Api {
     pub id: String,
@@ -293,7 +293,7 @@ pub struct Api {
     pub policies: Vec<PolicyBinding>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Methods {
     One(String),
@@ -318,7 +318,7 @@ impl Methods {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchMode {
     #[default]
@@ -326,14 +326,14 @@ pub enum MatchMode {
     Prefix,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum Backend {
     Http(HttpBackend),
     Mock(MockBackend),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpBackend {
     /// `http://host:port[/base]`.
@@ -350,7 +350,7 @@ pub struct HttpBackend {
     pub signature_key: Option<SignatureKey>,
 }
 
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureKey {
     pub key: String,
@@ -368,7 +368,7 @@ fn default_backend_timeout() -> u64 {
     5_000
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MockBackend {
     #[serde(default = "default_mock_status")]
@@ -384,7 +384,7 @@ fn default_mock_status() -> u16 {
 }
 
 /// One use of a plugin on one API.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBinding {
     #[serde(default)]
@@ -407,7 +407,7 @@ fn empty_object() -> serde_json::Value {
 }
 
 /// What a request gets when this plugin fails (trap, deadline, memory cap).
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Answer 500 with the gateway error code.
@@ -417,7 +417,7 @@ pub enum OnError {
     Open,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginLimits {
     /// CPU deadline per call (time running guest code).
@@ -452,6 +452,14 @@ impl GatewayConfig {
 
     /// Parse and validate config text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config = Self::parse_declared(text, path)?;
+        config.resolve_named_policies();
+        Ok(config)
+    }
+
+    /// Like [`Self::parse`], but bindings that name a policy are left as written (not yet
+    /// carrying the policy's fields): the form to store or export, which reads back the same.
+    pub fn parse_declared(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut config: GatewayConfig = serde_norway::from_str(text).map_err(|e| {
             let message = e.to_string();
             // serde_norway puts the YAML path first ("groups[0].apis[1]: unknown field ...").
@@ -481,7 +489,6 @@ impl GatewayConfig {
             location,
             message,
         })?;
-        config.resolve_named_policies();
         Ok(config)
     }
 

@@ -12,6 +12,8 @@
 //! that row, which makes check-then-write sequences inside a transaction safe on both
 //! databases; gateways poll it to learn that the store changed.
 
+pub mod layout;
+
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
@@ -165,7 +167,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(row) => record(kind, &row),
+            Some(row) => record(kind, &row, 0),
             None => Err(StoreError::NotFound { kind, id: id.to_string() }),
         }
     }
@@ -182,7 +184,31 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|row| record(kind, row)).collect()
+        rows.iter().map(|row| record(kind, row, 0)).collect()
+    }
+
+    /// The generation and every resource, as of (at least) that generation: a gateway's
+    /// whole configuration. The generation is read first, so a write landing in between makes
+    /// the content newer than the number, never older; the next comparison reloads again.
+    pub async fn everything(&self) -> Result<(i64, Vec<Record>), StoreError> {
+        let generation = self.generation().await?;
+        let rows =
+            sqlx::query("SELECT kind, id, body, revision, updated_at_ms FROM resources ORDER BY kind, id")
+                .fetch_all(&self.pool)
+                .await?;
+        let records = rows.iter().map(|row| {
+            let kind: String = row.try_get(0)?;
+            let Some(kind) = Kind::parse(&kind) else {
+                let id = row.try_get(1)?;
+                return Err(StoreError::Corrupt {
+                    kind: Kind::Setting,
+                    id,
+                    reason: format!("unknown kind `{kind}`"),
+                });
+            };
+            record(kind, row, 1)
+        });
+        Ok((generation, records.collect::<Result<_, _>>()?))
     }
 
     /// Write one resource if `expect` holds; returns it as stored.
@@ -234,15 +260,16 @@ impl Store {
     }
 }
 
-fn record(kind: Kind, row: &AnyRow) -> Result<Record, StoreError> {
-    let id: String = row.try_get(0)?;
-    let body: String = row.try_get(1)?;
+/// A record from a row of `id, body, revision, updated_at_ms` starting at column `first`.
+fn record(kind: Kind, row: &AnyRow, first: usize) -> Result<Record, StoreError> {
+    let id: String = row.try_get(first)?;
+    let body: String = row.try_get(first + 1)?;
     let body = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
         kind,
         id: id.clone(),
         reason: e.to_string(),
     })?;
-    Ok(Record { kind, id, body, revision: row.try_get(2)?, updated_at_ms: row.try_get(3)? })
+    Ok(Record { kind, id, body, revision: row.try_get(first + 2)?, updated_at_ms: row.try_get(first + 3)? })
 }
 
 async fn revision_in(

@@ -1,6 +1,8 @@
-//! The `wasmgate` binary: `run` serves a config, `validate` checks one.
+//! The `wasmgate` binary: `run` serves a config (a file or the store), `validate` checks
+//! one, `import`/`export` move one between a file and the store.
 
 mod snapshot;
+mod store;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -32,12 +34,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve a config; reloads it on change or SIGHUP, drains on SIGTERM.
+    /// Serve a config file, or the store's configuration; reloads it on change or SIGHUP,
+    /// drains on SIGTERM.
     Run {
-        #[arg(short, long)]
-        config: PathBuf,
+        /// The YAML config file to serve.
+        #[arg(short, long, required_unless_present = "store", conflicts_with = "store")]
+        config: Option<PathBuf>,
+        /// Serve the store's configuration instead: `sqlite://PATH` or `postgres://...`;
+        /// without a URL, an SQLite file under the data directory. Changes made to the store
+        /// (by any gateway or tool) are followed.
+        #[arg(long, value_name = "URL")]
+        store: Option<Option<String>>,
         #[command(flatten)]
         plugins: PluginArgs,
+    },
+    /// Check a config file like `validate`, then make it the store's whole configuration.
+    Import {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// `sqlite://PATH` or `postgres://...`; default: an SQLite file under the data
+        /// directory.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Write the store's configuration as a YAML config file (stdout unless `--output`).
+    Export {
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Print a new credential (random AK, SK and AppCode) to paste under `credentials:`.
     Credential {
@@ -125,23 +152,89 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Validate { config, plugins } => {
-            let cfg = GatewayConfig::load(&config)?;
-            let runtime = PluginRuntime::new(cache_dir(&cfg))?;
-            let snapshot = snapshot::build(&cfg, &config, &runtime, &plugins.dir())?;
-            drop(snapshot);
+            check(&config, &plugins)?;
             println!("{}: OK", config.display());
             Ok(())
         }
-        Command::Run { config, plugins } => {
+        Command::Import { config, store, plugins } => {
+            check(&config, &plugins)?;
+            let text = std::fs::read_to_string(&config)?;
+            let declared = GatewayConfig::parse_declared(&text, &config)?;
+            let url = store.map_or_else(store::default_url, Ok)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let count = rt.block_on(async { store::import(&*store::open(&url).await?, &declared).await })?;
+            println!("{}: imported into {} ({count} resources)", config.display(), store::redacted(&url));
+            Ok(())
+        }
+        Command::Export { store, output } => {
+            let url = store.map_or_else(store::default_url, Ok)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let yaml = rt.block_on(async { store::export(&*store::open(&url).await?).await })?;
+            match output {
+                Some(path) => {
+                    std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?
+                }
+                None => print!("{yaml}"),
+            }
+            Ok(())
+        }
+        Command::Run { config, store, plugins } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(run(config, plugins.dir()))
+            rt.block_on(async {
+                let source = match (config, store) {
+                    (Some(path), _) => Source::File(path),
+                    (None, store) => {
+                        let url = store.flatten().map_or_else(store::default_url, Ok)?;
+                        Source::Store { store: store::open(&url).await?, origin: store::redacted(&url) }
+                    }
+                };
+                run(source, plugins.dir()).await
+            })
         }
     }
 }
 
-async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
+/// Load a config file and build a snapshot from it (plugins check their own configs): all a
+/// config must pass before it is served or stored.
+fn check(config: &Path, plugins: &PluginArgs) -> Result<()> {
+    let cfg = GatewayConfig::load(config)?;
+    let runtime = PluginRuntime::new(cache_dir(&cfg))?;
+    drop(snapshot::build(&cfg, config, &runtime, &plugins.dir())?);
+    Ok(())
+}
+
+/// Where the configuration comes from.
+enum Source {
+    File(PathBuf),
+    Store { store: Arc<wasmgate_store::Store>, origin: String },
+}
+
+impl Source {
+    async fn load(&self) -> Result<GatewayConfig> {
+        match self {
+            Source::File(path) => Ok(GatewayConfig::load(path)?),
+            Source::Store { store, origin } => store::read_config(store, origin).await,
+        }
+    }
+
+    /// How errors name it.
+    fn origin(&self) -> PathBuf {
+        match self {
+            Source::File(path) => path.clone(),
+            Source::Store { origin, .. } => PathBuf::from(origin),
+        }
+    }
+}
+
+async fn run(source: Source, plugin_dir: PathBuf) -> Result<()> {
     let started = Instant::now();
-    let cfg = GatewayConfig::load(&config_path)?;
+    // Read before the configuration, so a change made meanwhile is seen as a change.
+    let generation = match &source {
+        Source::Store { store, .. } => Some(store.generation().await?),
+        Source::File(_) => None,
+    };
+    let cfg = source.load().await?;
+    let origin = source.origin();
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
     let b = cfg.gateway.log_buffer;
     runtime
@@ -155,7 +248,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
             .with_context(|| format!("gateway.outbound_ca `{}`", ca.display()))?;
         runtime.capabilities().outbound.trust(certs);
     }
-    let snapshot = snapshot::build(&cfg, &config_path, &runtime, &plugin_dir)?;
+    let snapshot = snapshot::build(&cfg, &origin, &runtime, &plugin_dir)?;
     apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {
         let cluster = ClusterCounters::new(
@@ -172,7 +265,14 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     // Reload triggers are in place before the first request can arrive, so no change made
     // after start-up is missed.
     let (reload_tx, mut reload_rx) = mpsc::channel::<()>(1);
-    let _watcher = watch_file(&config_path, reload_tx);
+    let _watcher = match (&source, generation) {
+        (Source::File(path), _) => watch_file(path, reload_tx),
+        (Source::Store { store, .. }, Some(seen)) => {
+            tokio::spawn(store::watch(store.clone(), seen, reload_tx));
+            None
+        }
+        (Source::Store { .. }, None) => unreachable!("read above"),
+    };
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -208,7 +308,7 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
     );
 
     let reload = Reloader {
-        config_path: config_path.clone(),
+        source,
         plugin_dir,
         runtime,
         state,
@@ -221,7 +321,9 @@ async fn run(config_path: PathBuf, plugin_dir: PathBuf) -> Result<()> {
             _ = hup.recv() => reload.reload().await,
             Some(()) = reload_rx.recv() => {
                 // Editors write in bursts; let the file settle before reading it.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if matches!(reload.source, Source::File(_)) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 while reload_rx.try_recv().is_ok() {}
                 reload.reload().await;
             }
@@ -266,7 +368,7 @@ fn apply_process_settings(runtime: &PluginRuntime, cfg: &GatewayConfig) {
 }
 
 struct Reloader {
-    config_path: PathBuf,
+    source: Source,
     plugin_dir: PathBuf,
     runtime: Arc<PluginRuntime>,
     state: Arc<ProxyState>,
@@ -279,10 +381,13 @@ impl Reloader {
     /// Build a complete new snapshot off the request path and swap it in; on any error keep
     /// serving the current one.
     async fn reload(&self) {
-        let (path, runtime, dir) = (self.config_path.clone(), self.runtime.clone(), self.plugin_dir.clone());
+        let cfg = match self.source.load().await {
+            Ok(cfg) => cfg,
+            Err(e) => return error!("config reload rejected, still serving the previous config: {e:#}"),
+        };
+        let (origin, runtime, dir) = (self.source.origin(), self.runtime.clone(), self.plugin_dir.clone());
         let built = tokio::task::spawn_blocking(move || {
-            let cfg = GatewayConfig::load(&path)?;
-            let snapshot = snapshot::build(&cfg, &path, &runtime, &dir)?;
+            let snapshot = snapshot::build(&cfg, &origin, &runtime, &dir)?;
             Ok::<_, wasmgate_config::ConfigError>((cfg, snapshot))
         })
         .await;
