@@ -124,6 +124,11 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Every listener's address, in config order.
     pub addrs: Vec<SocketAddr>,
+    /// The admin API's address and, if this start made it, its token (store mode).
+    pub admin: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+    /// The store served from (`start_from_store`).
+    store: Option<String>,
     pub config: PathBuf,
     child: Child,
     dir: PathBuf,
@@ -209,9 +214,11 @@ impl Gateway {
     pub fn start_from_store(url: &str) -> Gateway {
         let dir = temp_dir();
         let mut run = wasmgate();
-        run.args(["run", "--store", url]);
-        Self::launch(run, dir.clone(), dir.join("no-config-file"))
-            .unwrap_or_else(|e| panic!("gateway did not start:\n{e}"))
+        run.args(["run", "--admin-listen", "127.0.0.1:0", "--store", url]);
+        let mut gw = Self::launch(run, dir.clone(), dir.join("no-config-file"))
+            .unwrap_or_else(|e| panic!("gateway did not start:\n{e}"));
+        gw.store = Some(url.to_string());
+        gw
     }
 
     /// Spawn `run` and wait for `wasmgate ready`, collecting the listeners' addresses.
@@ -219,12 +226,21 @@ impl Gateway {
         let mut child = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
+        let (mut admin, mut admin_token) = (None, None);
         loop {
             let mut line = String::new();
             stdout.read_line(&mut line).unwrap();
             let line = line.trim();
             if line == "wasmgate ready" {
                 break;
+            }
+            if let Some(a) = line.strip_prefix("wasmgate admin on http://") {
+                admin = Some(a.parse().unwrap());
+                continue;
+            }
+            if let Some(t) = line.strip_prefix("wasmgate admin token (shown once): ") {
+                admin_token = Some(t.to_string());
+                continue;
             }
             let Some(addr) = line.strip_prefix("wasmgate listening on ").and_then(|a| a.split_once("://"))
             else {
@@ -240,7 +256,11 @@ impl Gateway {
             let mut out = std::fs::File::create(log).unwrap();
             let _ = std::io::copy(&mut BufReader::new(stderr), &mut out);
         });
-        Ok(Gateway { addr: addrs[0], addrs, config, child, dir })
+        Ok(Gateway { addr: addrs[0], addrs, admin, admin_token, store: None, config, child, dir })
+    }
+
+    pub fn store_url(&self) -> Option<String> {
+        self.store.clone()
     }
 
     /// The gateway's process id.

@@ -252,6 +252,38 @@ impl Store {
         Ok(())
     }
 
+    /// A value the gateway keeps for itself (not part of the configuration).
+    pub async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let row =
+            sqlx::query("SELECT value FROM meta WHERE key = $1").bind(key).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(row) => Some(row.try_get(0)?),
+            None => None,
+        })
+    }
+
+    /// Set `key` unless it is set already (by this or another gateway); whether it was set.
+    pub async fn meta_init(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Queue behind other writers, so two gateways starting together set it once.
+        sqlx::query("UPDATE generation SET value = value WHERE id = 1").execute(&mut *tx).await?;
+        if sqlx::query("SELECT 1 FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// A write transaction, already queued behind other writers (see the module docs).
     async fn write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let mut tx = self.pool.begin().await?;

@@ -37,6 +37,7 @@ on_both!(
     lists_page_in_id_order,
     every_write_moves_the_generation,
     replace_all_leaves_exactly_what_it_was_given,
+    meta_values_are_set_once_and_survive_imports,
 );
 
 async fn resources_are_created_read_updated_and_deleted(store: Store) {
@@ -114,4 +115,12 @@ async fn replace_all_leaves_exactly_what_it_was_given(store: Store) {
     assert!(matches!(store.replace_all(&broken).await, Err(StoreError::Exists { .. })));
     assert_eq!(store.get(Kind::Api, "a").await.unwrap().revision, 1);
     assert!(store.get(Kind::Group, "new").await.is_err());
+}
+
+async fn meta_values_are_set_once_and_survive_imports(store: Store) {
+    assert_eq!(store.meta("k").await.unwrap(), None);
+    assert!(store.meta_init("k", "first").await.unwrap());
+    assert!(!store.meta_init("k", "second").await.unwrap());
+    store.replace_all(&[]).await.unwrap();
+    assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("first"));
 }

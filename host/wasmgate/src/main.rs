@@ -45,6 +45,9 @@ enum Command {
         /// (by any gateway or tool) are followed.
         #[arg(long, value_name = "URL")]
         store: Option<Option<String>>,
+        /// Where the admin REST API listens when serving from the store.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8001")]
+        admin_listen: std::net::SocketAddr,
         #[command(flatten)]
         plugins: PluginArgs,
     },
@@ -178,7 +181,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { config, store, plugins } => {
+        Command::Run { config, store, admin_listen, plugins } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
                 let source = match (config, store) {
@@ -188,7 +191,7 @@ fn main() -> Result<()> {
                         Source::Store { store: store::open(&url).await?, origin: store::redacted(&url) }
                     }
                 };
-                run(source, plugins.dir()).await
+                run(source, plugins.dir(), admin_listen).await
             })
         }
     }
@@ -226,7 +229,7 @@ impl Source {
     }
 }
 
-async fn run(source: Source, plugin_dir: PathBuf) -> Result<()> {
+async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::SocketAddr) -> Result<()> {
     let started = Instant::now();
     // Read before the configuration, so a change made meanwhile is seen as a change.
     let generation = match &source {
@@ -299,6 +302,22 @@ async fn run(source: Source, plugin_dir: PathBuf) -> Result<()> {
             shutdown_rx.clone(),
             drain,
         )));
+    }
+    if let Source::Store { store, .. } = &source {
+        let (new_token, hash) = wasmgate_admin::token(store).await?;
+        if let Some(token) = new_token {
+            // On stdout for whoever started the gateway, never in the log; only its hash is kept.
+            announce(&format!("wasmgate admin token (shown once): {token}"));
+        }
+        let listener = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
+        announce(&format!("wasmgate admin on http://{}", listener.local_addr()?));
+        let (runtime, dir) = (runtime.clone(), plugin_dir.clone());
+        let check: wasmgate_admin::Check = Arc::new(move |cfg: &GatewayConfig| {
+            snapshot::build(cfg, Path::new("admin API"), &runtime, &dir).map(drop)
+        });
+        tokio::spawn(wasmgate_admin::Admin::new(store.clone(), check, hash).serve(listener));
     }
     announce("wasmgate ready");
     info!(

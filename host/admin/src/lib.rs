@@ -1,0 +1,353 @@
+//! The admin REST API: the store's resources over HTTP/JSON, on a listener of its own.
+//!
+//! `GET /{collection}` lists (`?limit=` up to 500, `?after=` the last id of the previous
+//! page), `GET|PUT|DELETE /{collection}/{id}` read, create or replace, and delete one
+//! resource. Collections: `groups`, `apis`, `policies`, `credentials`, `plugins`,
+//! `certificates`, `settings` (`listeners`, `gateway`). Bodies are the config file's own
+//! entries (an API also names its `group`). Every response to a resource carries its
+//! revision as `ETag`; `If-Match` makes a write conditional on it and `If-None-Match: *`
+//! makes a `PUT` create-only (412 when the condition fails).
+//!
+//! A write is accepted only if the whole configuration it leads to loads: it is assembled
+//! and parsed exactly like a file, then handed to the gateway's own check (plugins validate
+//! their configs), so the admin API cannot store what `wasmgate run` would refuse.
+//!
+//! Every request needs `Authorization: Bearer TOKEN`. The token is made on first start and
+//! only its SHA-256 is stored; it is never logged.
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+use wasmgate_config::{ConfigError, GatewayConfig};
+use wasmgate_store::{Expect, Kind, Record, Store, StoreError, layout};
+
+/// The gateway's check of a whole configuration, beyond parsing (plugins' own config
+/// checks). Runs on a blocking thread.
+pub type Check = Arc<dyn Fn(&GatewayConfig) -> Result<(), ConfigError> + Send + Sync>;
+
+const TOKEN_KEY: &str = "admin_token_sha256";
+/// Larger request bodies are refused (a plugin policy's content is at most 64 KiB).
+const MAX_BODY: usize = 1 << 20;
+const MAX_PAGE: u32 = 500;
+/// How errors name a configuration that came through the admin API.
+const ORIGIN: &str = "admin API";
+
+pub struct Admin {
+    store: Arc<Store>,
+    check: Check,
+    token_sha256: [u8; 32],
+}
+
+/// Read the admin token's hash, making a token first if the store has none. Returns the
+/// new token when one was made: the only time it is ever shown.
+pub async fn token(store: &Store) -> Result<(Option<String>, [u8; 32]), StoreError> {
+    if let Some(stored) = store.meta(TOKEN_KEY).await? {
+        return Ok((None, parse_hash(&stored)?));
+    }
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).expect("the OS has randomness");
+    let token = hex::encode(raw);
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if store.meta_init(TOKEN_KEY, &hex::encode(hash)).await? {
+        return Ok((Some(token), hash));
+    }
+    // Another gateway made one meanwhile: use that.
+    let stored = store.meta(TOKEN_KEY).await?.unwrap_or_default();
+    Ok((None, parse_hash(&stored)?))
+}
+
+fn parse_hash(stored: &str) -> Result<[u8; 32], StoreError> {
+    let bytes = hex::decode(stored).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+    bytes.ok_or_else(|| StoreError::Corrupt {
+        kind: Kind::Setting,
+        id: TOKEN_KEY.into(),
+        reason: "not a SHA-256 in hex".into(),
+    })
+}
+
+impl Admin {
+    pub fn new(store: Arc<Store>, check: Check, token_sha256: [u8; 32]) -> Arc<Admin> {
+        Arc::new(Admin { store, check, token_sha256 })
+    }
+
+    /// Serve until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, std::convert::Infallible>(admin.handle(req).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await
+                {
+                    debug!(error = %e, "admin connection ended");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !self.authorised(&req) {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid `Authorization: Bearer TOKEN` is needed",
+                "",
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        match self.route(req).await {
+            Ok(r) => r,
+            Err(e) => e.response(),
+        }
+    }
+
+    fn authorised(&self, req: &Request<Incoming>) -> bool {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let token = given.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+        // Hashes are compared, so timing reveals nothing about the token itself.
+        token.is_some_and(|t| <[u8; 32]>::from(Sha256::digest(t.as_bytes())) == self.token_sha256)
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        let path = req.uri().path().trim_matches('/').to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let mut parts = path.splitn(2, '/');
+        let collection = parts.next().unwrap_or("");
+        let id = parts.next();
+        let Some(kind) = collection_kind(collection) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no collection `/{collection}`"),
+            ));
+        };
+        match (req.method().clone(), id) {
+            (Method::GET, None) => self.list(kind, &query).await,
+            (Method::GET, Some(id)) => Ok(resource(StatusCode::OK, &self.store.get(kind, id).await?)),
+            (Method::PUT, Some(id)) => {
+                let expect = precondition(&req)?;
+                let id = id.to_string();
+                let body = read_json(req).await?;
+                self.put(kind, &id, body, expect).await
+            }
+            (Method::DELETE, Some(id)) => {
+                let expect = precondition(&req)?;
+                self.validated(kind, id, None).await?;
+                self.store.delete(kind, id, expect).await?;
+                Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).unwrap())
+            }
+            (method, _) => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here: GET /{collection}, GET|PUT|DELETE /{collection}/ID"),
+            )),
+        }
+    }
+
+    async fn list(&self, kind: Kind, query: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        let mut limit = 100;
+        let mut after = None;
+        for (k, v) in query.split('&').filter_map(|p| p.split_once('=')) {
+            match k {
+                "limit" => match v.parse::<u32>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                    _ => return Err(ApiError::bad_request(format!("limit: `{v}` is not 1..={MAX_PAGE}"))),
+                },
+                "after" => after = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        let page = self.store.list(kind, after.as_deref(), limit).await?;
+        let next = if page.len() == limit as usize { page.last().map(|r| r.id.clone()) } else { None };
+        let items: Vec<Value> = page.iter().map(with_meta).collect();
+        Ok(json_response(StatusCode::OK, &json!({"items": items, "next": next})))
+    }
+
+    async fn put(
+        &self,
+        kind: Kind,
+        id: &str,
+        mut body: Value,
+        expect: Expect,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let Some(fields) = body.as_object_mut() else {
+            return Err(ApiError::bad_request("the body must be a JSON object".into()));
+        };
+        // Entries that carry their own id must carry this one.
+        if let Some(key) = id_field(kind) {
+            match fields.get(key) {
+                None => drop(fields.insert(key.into(), Value::String(id.into()))),
+                Some(Value::String(given)) if given == id => {}
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        key,
+                        format!("{other} does not match the id in the URL `{id}`"),
+                    ));
+                }
+            }
+        }
+        if kind == Kind::Setting && !["listeners", "gateway"].contains(&id) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no setting `{id}`: listeners, gateway"),
+            ));
+        }
+        self.validated(kind, id, Some(&body)).await?;
+        let existed = self.store.get(kind, id).await.is_ok();
+        let record = self.store.put(kind, id, &body, expect).await?;
+        Ok(resource(if existed { StatusCode::OK } else { StatusCode::CREATED }, &record))
+    }
+
+    /// Check the configuration the store would hold with `kind/id` set to `body` (or
+    /// removed), exactly as a file would be checked.
+    async fn validated(&self, kind: Kind, id: &str, body: Option<&Value>) -> Result<(), ApiError> {
+        let (_, records) = self.store.everything().await?;
+        let mut resources: Vec<(Kind, String, Value)> = records
+            .into_iter()
+            .filter(|r| !(r.kind == kind && r.id == id))
+            .map(|r| (r.kind, r.id, r.body))
+            .collect();
+        resources.extend(body.map(|b| (kind, id.to_string(), b.clone())));
+        let document = layout::assemble(&resources).map_err(|e| ApiError::invalid(&e.at, e.message))?;
+        let text = serde_norway::to_string(&document).map_err(|e| ApiError::internal(e.to_string()))?;
+        let check = self.check.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let config = GatewayConfig::parse(&text, Path::new(ORIGIN))?;
+            check(&config)
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        result.map_err(|e| ApiError::invalid(&e.location, e.message))
+    }
+}
+
+fn collection_kind(name: &str) -> Option<Kind> {
+    Some(match name {
+        "groups" => Kind::Group,
+        "apis" => Kind::Api,
+        "policies" => Kind::Policy,
+        "credentials" => Kind::Credential,
+        "plugins" => Kind::Plugin,
+        "certificates" => Kind::Certificate,
+        "settings" => Kind::Setting,
+        _ => return None,
+    })
+}
+
+/// The field of the file's entry that holds its id, for kinds whose entries carry one.
+fn id_field(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Group | Kind::Api | Kind::Credential => Some("id"),
+        Kind::Certificate => Some("name"),
+        _ => None,
+    }
+}
+
+fn precondition(req: &Request<Incoming>) -> Result<Expect, ApiError> {
+    if let Some(v) = req.headers().get(header::IF_MATCH) {
+        let v = v.to_str().unwrap_or("").trim().trim_matches('"');
+        return v
+            .parse()
+            .map(Expect::Revision)
+            .map_err(|_| ApiError::bad_request(format!("If-Match: `{v}` is not an ETag this API gave")));
+    }
+    if req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == b"*") {
+        return Ok(Expect::Absent);
+    }
+    Ok(Expect::Any)
+}
+
+async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("the body could not be read: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+fn with_meta(r: &Record) -> Value {
+    json!({"id": r.id, "revision": r.revision, "updated_at_ms": r.updated_at_ms, "body": r.body})
+}
+
+fn resource(status: StatusCode, r: &Record) -> Response<Full<Bytes>> {
+    let mut response = json_response(status, &with_meta(r));
+    let etag = http::HeaderValue::from_str(&format!("\"{}\"", r.revision)).expect("digits");
+    response.headers_mut().insert(header::ETAG, etag);
+    response
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn error(status: StatusCode, code: &str, message: &str, location: &str) -> Response<Full<Bytes>> {
+    json_response(status, &json!({"error": {"code": code, "message": message, "location": location}}))
+}
+
+/// An admin request that failed: status, a stable code, and where in the configuration.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    location: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+        ApiError { status, code, message, location: String::new() }
+    }
+
+    fn bad_request(message: String) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn invalid(location: &str, message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+            message,
+            location: location.into(),
+        }
+    }
+
+    fn internal(message: String) -> ApiError {
+        warn!(error = %message, "admin request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn response(&self) -> Response<Full<Bytes>> {
+        error(self.status, self.code, &self.message, &self.location)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            StoreError::NotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            StoreError::Exists { .. } | StoreError::Conflict { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
+            }
+            _ => ApiError::internal(message),
+        }
+    }
+}
