@@ -75,6 +75,9 @@ async fn requests_without_the_token_are_refused() {
     assert_eq!(c.get(&url, &[("authorization", "Bearer not-the-token")]).await.status, 401);
     let token = format!("Bearer {}", gw.admin_token.as_deref().unwrap());
     assert_eq!(c.get(&url, &[("authorization", &token)]).await.status, 200);
+    // The API's own description is public.
+    let spec = c.get(&format!("http://{}/openapi.json", gw.admin.unwrap()), &[]).await;
+    assert_eq!((spec.status, spec.json()["info"]["title"].as_str()), (200, Some("Wasmgate admin API")));
     // The token is not in the log.
     assert!(!gw.log().contains(gw.admin_token.as_deref().unwrap()));
 }
@@ -171,4 +174,44 @@ async fn lists_page_and_the_token_is_kept_across_restarts() {
     assert!(second.admin_token.is_none());
     let again = Admin { gw: &second, token: admin.token.clone() };
     assert_eq!(again.get("/credentials/app-3").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_under_load_drop_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let gw = gateway();
+    let admin = Admin::of(&gw);
+    let (stop, served, failed) =
+        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, stop, served, failed) = (gw.url("/a"), stop.clone(), served.clone(), failed.clone());
+            tokio::spawn(async move {
+                let c = HttpClient::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c.get(&url, &[]).await;
+                    let counter = if r.status == 200 && (r.body.starts_with(b"v") || r.body == "one") {
+                        &served
+                    } else {
+                        &failed
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        let api = json!({"group": "g", "path": "/a", "backend": {"mock": {"body": format!("v{i}")}}});
+        assert_eq!(admin.put("/apis/a", &[], api).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until_served(&gw, "/a", 200, Some("v9")).await;
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (served, failed) = (served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert_eq!(failed, 0, "{failed} of {} requests failed during 10 changes", served + failed);
+    assert!(served > 100, "only {served} requests");
 }

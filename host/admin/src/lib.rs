@@ -97,6 +97,13 @@ impl Admin {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        // The description holds no secrets; tools fetch it before they have a token.
+        if req.method() == Method::GET && req.uri().path() == "/openapi.json" {
+            return Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from_static(OPENAPI.as_bytes())))
+                .unwrap();
+        }
         if !self.authorised(&req) {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
@@ -234,17 +241,23 @@ impl Admin {
     }
 }
 
+/// The collections, by their URL name. `openapi.json` describes exactly these (a test
+/// holds the two together).
+pub const COLLECTIONS: [(&str, Kind); 7] = [
+    ("groups", Kind::Group),
+    ("apis", Kind::Api),
+    ("policies", Kind::Policy),
+    ("credentials", Kind::Credential),
+    ("plugins", Kind::Plugin),
+    ("certificates", Kind::Certificate),
+    ("settings", Kind::Setting),
+];
+
+/// This API's OpenAPI 3.0 description, served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
 fn collection_kind(name: &str) -> Option<Kind> {
-    Some(match name {
-        "groups" => Kind::Group,
-        "apis" => Kind::Api,
-        "policies" => Kind::Policy,
-        "credentials" => Kind::Credential,
-        "plugins" => Kind::Plugin,
-        "certificates" => Kind::Certificate,
-        "settings" => Kind::Setting,
-        _ => return None,
-    })
+    COLLECTIONS.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
 }
 
 /// The field of the file's entry that holds its id, for kinds whose entries carry one.
@@ -348,6 +361,48 @@ impl From<StoreError> for ApiError {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
             }
             _ => ApiError::internal(message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COLLECTIONS, OPENAPI};
+    use serde_json::Value;
+
+    /// Every route the router serves is described, with the methods it accepts, and
+    /// nothing else is.
+    #[test]
+    fn the_openapi_description_matches_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.0.3");
+        let paths = doc["paths"].as_object().unwrap();
+        let methods = |path: &str| -> Vec<String> {
+            let item = paths.get(path).unwrap_or_else(|| panic!("{path} is not described"));
+            let mut m: Vec<String> =
+                item.as_object().unwrap().keys().filter(|k| *k != "parameters").cloned().collect();
+            m.sort();
+            m
+        };
+        let mut described: Vec<&String> = paths.keys().collect();
+        described.sort();
+        let mut served = vec!["/openapi.json".to_string()];
+        for (name, _) in COLLECTIONS {
+            assert_eq!(methods(&format!("/{name}")), ["get"], "/{name}");
+            assert_eq!(methods(&format!("/{name}/{{id}}")), ["delete", "get", "put"], "/{name}/{{id}}");
+            served.push(format!("/{name}"));
+            served.push(format!("/{name}/{{id}}"));
+        }
+        served.sort();
+        assert_eq!(described, served.iter().collect::<Vec<_>>());
+        // Every reference resolves.
+        let text = OPENAPI;
+        for r in text.split("\"$ref\": \"#/").skip(1) {
+            let target = &r[..r.find('"').unwrap()];
+            let mut node = &doc;
+            for part in target.split('/') {
+                node = node.get(part).unwrap_or_else(|| panic!("dangling $ref #/{target}"));
+            }
         }
     }
 }
