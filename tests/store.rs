@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use wasmgate_config::GatewayConfig;
 
 /// A config that uses every section: listeners and gateway settings (the header), a custom
-/// plugin by relative path, a named policy bound twice, credentials, two groups with domains,
-/// HTTP and mock backends, inline and named bindings.
+/// plugin by relative path, a named policy bound twice, an environment with a variable,
+/// credentials, two groups with domains, HTTP and mock backends, inline and named bindings.
 fn full_config(dir: &Path, body: &str) -> String {
     std::fs::copy(fixture("inspector"), dir.join("inspector.wasm")).unwrap();
     format!(
-        "{}plugins:\n  inspector: {{path: inspector.wasm}}\npolicies:\n  shared-cors: {{plugin: cors, config: {{allow_origin: ['https://app.example']}}, limits: {{cpu_ms: 20}}}}\ncredentials:\n- {{id: app-2, key: ak2, secret: sk2-0123456789abcdef, apis: [a]}}\n- {{id: app-1, name: First, key: ak1, secret: sk1-0123456789abcdef, app_code: code1-0123456789abcdef, groups: [g]}}\ngroups:\n- id: g\n  domains: ['*']\n  apis:\n  - id: b\n    path: /b/{{id}}\n    method: [GET, POST]\n    backend: {{http: {{url: 'http://127.0.0.1:9', timeout_ms: 700}}}}\n    policies: [{{policy: shared-cors}}, {{plugin: inspector, on_error: open}}]\n  - id: a\n    path: /a\n    match: prefix\n    backend: {{mock: {{status: 200, headers: {{x-from: mock}}, body: '{body}'}}}}\n    policies: [{{policy: shared-cors}}]\n- id: e\n  domains: [api.example.com]\n  apis: []\n",
+        "{}plugins:\n  inspector: {{path: inspector.wasm}}\npolicies:\n  shared-cors: {{plugin: cors, config: {{allow_origin: ['https://app.example']}}, limits: {{cpu_ms: 20}}}}\nenvironments:\n- {{name: TEST, variables: {{UP: 'http://127.0.0.1:8'}}}}\n- {{name: RELEASE, variables: {{UP: 'http://127.0.0.1:9'}}}}\ncredentials:\n- {{id: app-2, key: ak2, secret: sk2-0123456789abcdef, apis: [a]}}\n- {{id: app-1, name: First, key: ak1, secret: sk1-0123456789abcdef, app_code: code1-0123456789abcdef, groups: [g]}}\ngroups:\n- id: g\n  domains: ['*']\n  apis:\n  - id: b\n    path: /b/{{id}}\n    method: [GET, POST]\n    environments: [RELEASE, TEST]\n    backend: {{http: {{url: '#{{UP}}', timeout_ms: 700}}}}\n    policies: [{{policy: shared-cors}}, {{plugin: inspector, on_error: open}}]\n  - id: a\n    path: /a\n    match: prefix\n    backend: {{mock: {{status: 200, headers: {{x-from: mock}}, body: '{body}'}}}}\n    policies: [{{policy: shared-cors}}]\n- id: e\n  domains: [api.example.com]\n  apis: []\n",
         config_header()
     )
 }
@@ -41,12 +41,14 @@ fn export(store: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The config as declared, with groups and APIs in id order (their order carries no meaning).
+/// The config as declared, with groups, APIs, credentials and environments in id order
+/// (their order carries no meaning).
 fn declared(text: &str, file: &Path) -> serde_json::Value {
     let mut config = GatewayConfig::parse_declared(text, file).unwrap();
     config.groups.sort_by(|a, b| a.id.cmp(&b.id));
     config.groups.iter_mut().for_each(|g| g.apis.sort_by(|a, b| a.id.cmp(&b.id)));
     config.credentials.sort_by(|a, b| a.id.cmp(&b.id));
+    config.environments.sort_by(|a, b| a.name.cmp(&b.name));
     serde_json::to_value(config).unwrap()
 }
 

@@ -2,8 +2,8 @@
 //!
 //! `GET /{collection}` lists (`?limit=` up to 500, `?after=` the last id of the previous
 //! page), `GET|PUT|DELETE /{collection}/{id}` read, create or replace, and delete one
-//! resource. Collections: `groups`, `apis`, `policies`, `credentials`, `plugins`,
-//! `certificates`, `settings` (`listeners`, `gateway`). Bodies are the config file's own
+//! resource. Collections: `groups`, `environments` (with their variables), `apis`,
+//! `policies`, `credentials`, `plugins`, `certificates`, `settings` (`listeners`, `gateway`). Bodies are the config file's own
 //! entries (an API also names its `group`). Every response to a resource carries its
 //! revision as `ETag`; `If-Match` makes a write conditional on it and `If-None-Match: *`
 //! makes a `PUT` create-only (412 when the condition fails).
@@ -243,8 +243,9 @@ impl Admin {
 
 /// The collections, by their URL name. `openapi.json` describes exactly these (a test
 /// holds the two together).
-pub const COLLECTIONS: [(&str, Kind); 7] = [
+pub const COLLECTIONS: [(&str, Kind); 8] = [
     ("groups", Kind::Group),
+    ("environments", Kind::Environment),
     ("apis", Kind::Api),
     ("policies", Kind::Policy),
     ("credentials", Kind::Credential),
@@ -264,7 +265,7 @@ fn collection_kind(name: &str) -> Option<Kind> {
 fn id_field(kind: Kind) -> Option<&'static str> {
     match kind {
         Kind::Group | Kind::Api | Kind::Credential => Some("id"),
-        Kind::Certificate => Some("name"),
+        Kind::Certificate | Kind::Environment => Some("name"),
         _ => None,
     }
 }

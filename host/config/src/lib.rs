@@ -6,6 +6,7 @@
 //! gateway builds a snapshot from this config; errors there name the same places.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
@@ -67,6 +68,29 @@ pub struct GatewayConfig {
     pub certificates: Vec<Certificate>,
     #[serde(default)]
     pub groups: Vec<ApiGroup>,
+    /// Environments and their variables. The default one (`gateway.environment`, `RELEASE`)
+    /// exists without being listed; list it to give it variables.
+    #[serde(default)]
+    pub environments: Vec<Environment>,
+}
+
+/// An environment APIs are published in; clients pick one other than the default with
+/// `X-Stage: NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    pub name: String,
+    /// Values for `#{NAME}` in backend URLs, backend paths and mock headers of the APIs
+    /// served in this environment.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+}
+
+/// One API as served in one environment, its variables filled in.
+pub struct Deployment<'a> {
+    pub group: &'a ApiGroup,
+    pub environment: &'a str,
+    pub api: Cow<'a, Api>,
 }
 
 /// A server certificate and its private key, in PEM files (re-read on every reload).
@@ -156,7 +180,8 @@ pub struct GatewaySettings {
     /// Where compiled plugins are cached; default `$XDG_CACHE_HOME/wasmgate` or
     /// `~/.cache/wasmgate`.
     pub plugin_cache_dir: Option<PathBuf>,
-    /// The deployment environment APIs are served in (`RELEASE` unless set).
+    /// The default environment: where APIs that name none are published, and what requests
+    /// without `X-Stage` are served from (`RELEASE` unless set).
     pub environment: String,
     /// Redis for cluster-wide counters (`consistency: cluster`, throttling's `counter`
     /// algorithm). Without it, every node counts alone.
@@ -285,6 +310,9 @@ pub struct Api {
     pub path: String,
     #[serde(default, rename = "match")]
     pub match_mode: MatchMode,
+    /// Where this API is published; unset: the default environment only.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
     /// `{http: {...}}` or `{mock: {...}}`.
     #[serde(with = "serde_norway::with::singleton_map")]
     pub backend: Backend,
@@ -591,7 +619,6 @@ impl GatewayConfig {
                 if !api_ids.insert(api.id.as_str()) {
                     return err(aloc, "api id is used twice (ids are unique across groups)".into());
                 }
-                api.validate().map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
                 for (i, b) in api.policies.iter().enumerate() {
                     match &b.policy {
                         Some(name) => {
@@ -666,8 +693,79 @@ impl GatewayConfig {
             }
             self.check_binding(b, &ploc)?;
         }
+        let mut env_names = HashSet::new();
+        for (i, e) in self.environments.iter().enumerate() {
+            let eloc = format!("environments[{i}]");
+            if !is_name(&e.name) || !env_names.insert(e.name.as_str()) {
+                return err(
+                    eloc,
+                    format!("`{}` is empty, used twice, or not made of A-Z a-z 0-9 _ -", e.name),
+                );
+            }
+            if let Some(v) = e.variables.keys().find(|v| !is_name(v)) {
+                return err(
+                    format!("{eloc} ({}) > variables", e.name),
+                    format!("`{v}` is not made of A-Z a-z 0-9 _ -"),
+                );
+            }
+        }
+        // Every API resolves in every environment it is published in, and is valid there
+        // (a backend URL may be all variables until then).
+        for d in self.deployments()? {
+            let aloc = format!("group `{}` > api `{}`", d.group.id, d.api.id);
+            d.api.validate().map_err(|(field, msg)| (format!("{aloc} > {field}"), msg))?;
+        }
         Ok(())
     }
+
+    /// Every API in every environment it is published in, with that environment's variables
+    /// filled in; in config order, environments in the order each API lists them.
+    pub fn deployments(&self) -> Result<Vec<Deployment<'_>>, (String, String)> {
+        let default = std::slice::from_ref(&self.gateway.environment);
+        let mut out = Vec::new();
+        for group in &self.groups {
+            for api in &group.apis {
+                let aloc = format!("group `{}` > api `{}`", group.id, api.id);
+                for env in api.environments.as_deref().unwrap_or(default) {
+                    let variables = self.environments.iter().find(|e| e.name == *env).map(|e| &e.variables);
+                    if variables.is_none() && *env != self.gateway.environment {
+                        return Err((
+                            format!("{aloc} > environments"),
+                            format!("no environment `{env}`: list it under `environments:`"),
+                        ));
+                    }
+                    let api =
+                        api.in_environment(env, variables).map_err(|(f, m)| (format!("{aloc} > {f}"), m))?;
+                    out.push(Deployment { group, environment: env, api });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// `text` with each `#{NAME}` replaced by the variable's value.
+fn substitute(text: &str, env: &str, variables: Option<&BTreeMap<String, String>>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("#{") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start + 2..].find('}') else {
+            return Err(format!("`{text}`: `#{{` without its `}}`"));
+        };
+        let name = &rest[start + 2..start + 2 + len];
+        match variables.and_then(|v| v.get(name)) {
+            Some(value) => out.push_str(value),
+            None => return Err(format!("variable `{name}` is not set in environment `{env}`")),
+        }
+        rest = &rest[start + 3 + len..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 impl GatewayConfig {
@@ -734,6 +832,43 @@ impl Default for PolicyBinding {
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 impl Api {
+    /// This API with `#{NAME}` in its backend URL, backend path and mock headers replaced by
+    /// the environment's variables (borrowed when there is nothing to replace). Errors name
+    /// the field.
+    fn in_environment(
+        &self,
+        env: &str,
+        variables: Option<&BTreeMap<String, String>>,
+    ) -> Result<Cow<'_, Api>, (String, String)> {
+        let uses = |t: &str| t.contains("#{");
+        let needs = match &self.backend {
+            Backend::Http(h) => uses(&h.url) || h.path.as_deref().is_some_and(uses),
+            Backend::Mock(m) => m.headers.values().any(|v| uses(v)),
+        };
+        if !needs {
+            return Ok(Cow::Borrowed(self));
+        }
+        let mut api = self.clone();
+        let fill = |field: &str, t: &mut String| {
+            *t = substitute(t, env, variables).map_err(|m| (field.to_string(), m))?;
+            Ok::<_, (String, String)>(())
+        };
+        match &mut api.backend {
+            Backend::Http(h) => {
+                fill("backend.http.url", &mut h.url)?;
+                if let Some(p) = &mut h.path {
+                    fill("backend.http.path", p)?;
+                }
+            }
+            Backend::Mock(m) => {
+                for (name, v) in &mut m.headers {
+                    fill(&format!("backend.mock.headers.{name}"), v)?;
+                }
+            }
+        }
+        Ok(Cow::Owned(api))
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         for m in self.method.normalized() {
             if !METHODS.contains(&m.as_str()) {

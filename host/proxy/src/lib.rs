@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use policy::{BodyNeed, HeaderSelection, Policy, RouteInfo};
 use router::Router;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,16 +150,33 @@ pub struct Api {
 
 /// Everything a request needs to be routed and processed, built and validated as a whole.
 pub struct Snapshot {
-    pub router: Router<Arc<Api>>,
+    /// One router per environment that has APIs.
+    pub routers: HashMap<String, Router<Arc<Api>>>,
+    /// Serves requests without `X-Stage`.
+    pub default_environment: String,
     /// Certificates by domain, for HTTPS listeners.
     pub tls: tls::TlsStore,
 }
 
 impl Snapshot {
     pub fn empty() -> Self {
-        Snapshot { router: Router::new(), tls: tls::TlsStore::default() }
+        Snapshot {
+            routers: HashMap::new(),
+            default_environment: "RELEASE".into(),
+            tls: tls::TlsStore::default(),
+        }
+    }
+
+    /// The router of the environment a request names with `X-Stage`, else the default's.
+    pub fn router(&self, headers: &http::HeaderMap) -> Option<&Router<Arc<Api>>> {
+        let stage =
+            headers.get(X_STAGE).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
+        self.routers.get(stage.unwrap_or(&self.default_environment))
     }
 }
+
+/// Names the environment a request is for, when not the default.
+pub const X_STAGE: &str = "x-stage";
 
 /// Shared by every connection: the current snapshot and the upstream connection pool.
 pub struct ProxyState {

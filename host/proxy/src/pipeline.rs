@@ -153,7 +153,8 @@ pub async fn handle(
     let snapshot = state.snapshot.load_full();
     let host = host_of(&req);
     let rid = request_id(req.headers());
-    let Some(found) = snapshot.router.find(&host, req.method(), req.uri().path()) else {
+    let found = snapshot.router(req.headers()).and_then(|r| r.find(&host, req.method(), req.uri().path()));
+    let Some(found) = found else {
         return finish(GatewayError::RouteNotFound.to_response(&rid), &rid);
     };
     // A mutual-TLS domain is only served on a connection whose handshake named it: otherwise

@@ -3,8 +3,9 @@
 //! each group (without its APIs), API (naming its group), named policy, credential, custom
 //! plugin and certificate; the listeners and the `gateway` section are settings.
 //!
-//! Groups and APIs come back in id order; their order in a file carries no meaning (routes
-//! are matched by specificity). Everything else comes back as it was stored.
+//! Groups, APIs, credentials, certificates and environments come back in id order; their
+//! order in a file carries no meaning (routes are matched by specificity). Everything else
+//! comes back as it was stored.
 
 use crate::Kind;
 use serde_json::{Map, Value};
@@ -46,11 +47,11 @@ pub fn split(config: &Value) -> Result<Vec<(Kind, String, Value)>, LayoutError> 
                 let Some(map) = value.as_object() else { return fail(section.as_str(), "is not a mapping") };
                 out.extend(map.iter().map(|(name, v)| (kind, name.clone(), v.clone())));
             }
-            "credentials" | "certificates" => {
-                let (kind, key) = if section == "credentials" {
-                    (Kind::Credential, "id")
-                } else {
-                    (Kind::Certificate, "name")
+            "credentials" | "certificates" | "environments" => {
+                let (kind, key) = match section.as_str() {
+                    "credentials" => (Kind::Credential, "id"),
+                    "certificates" => (Kind::Certificate, "name"),
+                    _ => (Kind::Environment, "name"),
                 };
                 for (i, item) in list(value, section)?.iter().enumerate() {
                     out.push((kind, id_of(item, key, format!("{section}[{i}]"))?, item.clone()));
@@ -87,13 +88,12 @@ fn list<'a>(value: &'a Value, at: &str) -> Result<&'a [Value], LayoutError> {
     }
 }
 
-/// The configuration document these resources make, in the file's layout. Resources of
-/// kinds that are not part of the file (environments, ...) are ignored.
+/// The configuration document these resources make, in the file's layout.
 pub fn assemble(resources: &[(Kind, String, Value)]) -> Result<Value, LayoutError> {
     let mut top = Map::new();
     let mut plugins = Map::new();
     let mut policies = Map::new();
-    let (mut credentials, mut certificates) = (Vec::new(), Vec::new());
+    let (mut credentials, mut certificates, mut environments) = (Vec::new(), Vec::new(), Vec::new());
     let mut groups: Vec<(String, Value)> = Vec::new();
     let mut apis: Vec<(String, String, Value)> = Vec::new();
     for (kind, id, body) in resources {
@@ -105,6 +105,7 @@ pub fn assemble(resources: &[(Kind, String, Value)]) -> Result<Value, LayoutErro
             Kind::Policy => drop(policies.insert(id.clone(), body.clone())),
             Kind::Credential => credentials.push((id.clone(), body.clone())),
             Kind::Certificate => certificates.push((id.clone(), body.clone())),
+            Kind::Environment => environments.push((id.clone(), body.clone())),
             Kind::Group => groups.push((id.clone(), body.clone())),
             Kind::Api => {
                 let mut api = body.clone();
@@ -114,7 +115,7 @@ pub fn assemble(resources: &[(Kind, String, Value)]) -> Result<Value, LayoutErro
                 };
                 apis.push((group, id.clone(), api));
             }
-            _ => {}
+            Kind::Setting => {}
         }
     }
     groups.sort_by(|a, b| a.0.cmp(&b.0));
@@ -140,6 +141,7 @@ pub fn assemble(resources: &[(Kind, String, Value)]) -> Result<Value, LayoutErro
     top.insert("policies".into(), Value::Object(policies));
     top.insert("credentials".into(), sorted(credentials));
     top.insert("certificates".into(), sorted(certificates));
+    top.insert("environments".into(), sorted(environments));
     top.insert("groups".into(), Value::Array(groups));
     Ok(Value::Object(top))
 }
@@ -158,6 +160,7 @@ mod tests {
             "policies": {"slow": {"plugin": "cors", "config": {"max_age": 5}}},
             "credentials": [{"id": "b", "key": "k2", "secret": "s"}, {"id": "a", "key": "k1", "secret": "s"}],
             "certificates": [{"name": "c", "cert": "/c.pem", "key": "/k.pem"}],
+            "environments": [{"name": "TEST", "variables": {"HOST": "t.example"}}],
             "groups": [
                 {"id": "g2", "domains": [], "apis": [{"id": "z", "path": "/z"}, {"id": "y", "path": "/y"}]},
                 {"id": "g1", "domains": ["a.example"], "apis": []},
@@ -172,7 +175,7 @@ mod tests {
         assert_eq!(back["groups"][0]["id"], "g1", "groups in id order");
         assert_eq!(back["groups"][1]["apis"], json!([{"id": "y", "path": "/y"}, {"id": "z", "path": "/z"}]));
         assert_eq!(back["credentials"][0]["id"], "a");
-        for section in ["listeners", "gateway", "plugins", "policies", "certificates"] {
+        for section in ["listeners", "gateway", "plugins", "policies", "certificates", "environments"] {
             assert_eq!(back[section], config[section], "{section}");
         }
     }

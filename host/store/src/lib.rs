@@ -46,7 +46,6 @@ pub enum Kind {
     Policy,
     Credential,
     Environment,
-    Variable,
     Plugin,
     Certificate,
     /// Gateway-wide settings (listeners, limits, ...), one document per section.
@@ -54,13 +53,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Group,
         Kind::Api,
         Kind::Policy,
         Kind::Credential,
         Kind::Environment,
-        Kind::Variable,
         Kind::Plugin,
         Kind::Certificate,
         Kind::Setting,
@@ -73,7 +71,6 @@ impl Kind {
             Kind::Policy => "policy",
             Kind::Credential => "credential",
             Kind::Environment => "environment",
-            Kind::Variable => "variable",
             Kind::Plugin => "plugin",
             Kind::Certificate => "certificate",
             Kind::Setting => "setting",

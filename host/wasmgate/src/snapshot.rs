@@ -35,49 +35,53 @@ pub fn build(
     let mut placed: Vec<((String, u32), u32, String)> = Vec::new(); // (pool, number, location)
     // A named policy is one binding however many APIs bind it.
     let mut named: HashMap<&str, ((String, u32), u32)> = HashMap::new();
-    for group in &cfg.groups {
-        for api in &group.apis {
-            for (i, b) in api.policies.iter().enumerate() {
-                let location = match &b.policy {
-                    Some(name) => format!("policies.{name} ({})", b.plugin),
-                    None => format!("group `{}` > api `{}` > policies[{i}] ({})", group.id, api.id, b.plugin),
-                };
-                if let Some((key, number)) = b.policy.as_deref().and_then(|n| named.get(n)) {
-                    placed.push((key.clone(), *number, location));
-                    continue;
-                }
-                let key = (b.plugin.clone(), b.limits.memory_mib);
-                if !pools.contains_key(&key) {
-                    let path = if BUILTIN_PLUGINS.contains(&b.plugin.as_str()) {
-                        builtin_path(plugin_dir, &b.plugin)
-                    } else {
-                        cfg.plugins[&b.plugin].path.clone()
-                    };
-                    let component = runtime.load(&path).map_err(|e| err(location.clone(), e.to_string()))?;
-                    let builder = runtime
-                        .pool_builder(&b.plugin, &component, (b.limits.memory_mib as usize) << 20)
-                        .map_err(|e| err(location.clone(), e.to_string()))?;
-                    pools.insert(key.clone(), builder);
-                    pool_order.push(key.clone());
-                }
-                let namespace = match &b.policy {
-                    Some(name) => format!("policy:{name}"),
-                    None => format!("{}#{i}:{}", api.id, b.plugin),
-                };
-                let number = pools.get_mut(&key).expect("inserted above").add(
-                    namespace,
-                    api.id.clone(),
-                    b.config.to_string(),
-                    CallLimits {
-                        cpu: Duration::from_millis(b.limits.cpu_ms),
-                        wall: Duration::from_millis(b.limits.wall_ms),
-                    },
-                );
-                if let Some(name) = &b.policy {
-                    named.insert(name, (key.clone(), number));
-                }
-                placed.push((key, number, location));
+    // Each API once per environment it is published in.
+    let deployments = cfg.deployments().map_err(|(location, message)| err(location, message))?;
+    for d in &deployments {
+        let (group, api) = (d.group, &d.api);
+        for (i, b) in api.policies.iter().enumerate() {
+            let location = match &b.policy {
+                Some(name) => format!("policies.{name} ({})", b.plugin),
+                None => format!("group `{}` > api `{}` > policies[{i}] ({})", group.id, api.id, b.plugin),
+            };
+            if let Some((key, number)) = b.policy.as_deref().and_then(|n| named.get(n)) {
+                placed.push((key.clone(), *number, location));
+                continue;
             }
+            let key = (b.plugin.clone(), b.limits.memory_mib);
+            if !pools.contains_key(&key) {
+                let path = if BUILTIN_PLUGINS.contains(&b.plugin.as_str()) {
+                    builtin_path(plugin_dir, &b.plugin)
+                } else {
+                    cfg.plugins[&b.plugin].path.clone()
+                };
+                let component = runtime.load(&path).map_err(|e| err(location.clone(), e.to_string()))?;
+                let builder = runtime
+                    .pool_builder(&b.plugin, &component, (b.limits.memory_mib as usize) << 20)
+                    .map_err(|e| err(location.clone(), e.to_string()))?;
+                pools.insert(key.clone(), builder);
+                pool_order.push(key.clone());
+            }
+            // State (counters, kv) is per API and environment; the default environment's
+            // namespaces predate environments and stay as they were.
+            let namespace = match &b.policy {
+                Some(name) => format!("policy:{name}"),
+                None if d.environment == cfg.gateway.environment => format!("{}#{i}:{}", api.id, b.plugin),
+                None => format!("{}/{}#{i}:{}", d.environment, api.id, b.plugin),
+            };
+            let number = pools.get_mut(&key).expect("inserted above").add(
+                namespace,
+                api.id.clone(),
+                b.config.to_string(),
+                CallLimits {
+                    cpu: Duration::from_millis(b.limits.cpu_ms),
+                    wall: Duration::from_millis(b.limits.wall_ms),
+                },
+            );
+            if let Some(name) = &b.policy {
+                named.insert(name, (key.clone(), number));
+            }
+            placed.push((key, number, location));
         }
     }
 
@@ -104,63 +108,64 @@ pub fn build(
 
     // Pass 3: APIs and routes.
     let mut placed = placed.into_iter();
-    let mut router = Router::new();
-    for group in &cfg.groups {
+    let mut routers: HashMap<String, Router<Arc<Api>>> = HashMap::new();
+    for d in &deployments {
+        let (group, api) = (d.group, &d.api);
         let domains: Vec<&str> = group.domains.iter().map(|d| d.name.as_str()).collect();
-        for api in &group.apis {
-            let location = format!("group `{}` > api `{}`", group.id, api.id);
-            let mut bindings = Vec::with_capacity(api.policies.len());
-            for b in &api.policies {
-                let (key, number, _) = placed.next().expect("one placement per binding");
-                let policy = policies[&key][number as usize].clone();
-                let on_error = match b.on_error {
-                    config::OnError::Closed => OnError::Closed,
-                    config::OnError::Open => OnError::Open,
-                };
-                bindings.push(Binding { policy, on_error });
-            }
-            let backend = match &api.backend {
-                config::Backend::Http(h) => {
-                    let backend =
-                        HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
-                            .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?;
-                    Backend::Http(match &h.signature_key {
-                        Some(sk) => backend.with_signature_key(sk.key.clone(), sk.secret.clone()),
-                        None => backend,
-                    })
-                }
-                config::Backend::Mock(m) => Backend::Mock(Reply {
-                    status: http::StatusCode::from_u16(m.status).expect("validated at load"),
-                    headers: m
-                        .headers
-                        .iter()
-                        .map(|(n, v)| Ok((n.to_ascii_lowercase().parse()?, v.parse()?)))
-                        .collect::<Result<_, Box<dyn std::error::Error>>>()
-                        .map_err(|e| err(format!("{location} > backend.mock.headers"), e.to_string()))?,
-                    body: bytes::Bytes::from(m.body.clone()),
-                }),
+        let location = format!("group `{}` > api `{}`", group.id, api.id);
+        let mut bindings = Vec::with_capacity(api.policies.len());
+        for b in &api.policies {
+            let (key, number, _) = placed.next().expect("one placement per binding");
+            let policy = policies[&key][number as usize].clone();
+            let on_error = match b.on_error {
+                config::OnError::Closed => OnError::Closed,
+                config::OnError::Open => OnError::Open,
             };
-            let methods = api.method.normalized();
-            let methods = if methods.is_empty() {
-                None
-            } else {
-                Some(methods.iter().map(|m| m.parse().expect("validated method")).collect())
-            };
-            let entry = Arc::new(Api {
-                route: RouteInfo {
-                    api_id: api.id.clone(),
-                    group_id: group.id.clone(),
-                    environment: cfg.gateway.environment.clone(),
-                },
-                backend,
-                chain: PolicyChain::new(bindings),
-            });
-            router
-                .insert(&domains, methods, &api.path, api.match_mode == config::MatchMode::Prefix, entry)
-                .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
+            bindings.push(Binding { policy, on_error });
         }
+        let backend = match &api.backend {
+            config::Backend::Http(h) => {
+                let backend =
+                    HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
+                        .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?;
+                Backend::Http(match &h.signature_key {
+                    Some(sk) => backend.with_signature_key(sk.key.clone(), sk.secret.clone()),
+                    None => backend,
+                })
+            }
+            config::Backend::Mock(m) => Backend::Mock(Reply {
+                status: http::StatusCode::from_u16(m.status).expect("validated at load"),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|(n, v)| Ok((n.to_ascii_lowercase().parse()?, v.parse()?)))
+                    .collect::<Result<_, Box<dyn std::error::Error>>>()
+                    .map_err(|e| err(format!("{location} > backend.mock.headers"), e.to_string()))?,
+                body: bytes::Bytes::from(m.body.clone()),
+            }),
+        };
+        let methods = api.method.normalized();
+        let methods = if methods.is_empty() {
+            None
+        } else {
+            Some(methods.iter().map(|m| m.parse().expect("validated method")).collect())
+        };
+        let entry = Arc::new(Api {
+            route: RouteInfo {
+                api_id: api.id.clone(),
+                group_id: group.id.clone(),
+                environment: d.environment.to_string(),
+            },
+            backend,
+            chain: PolicyChain::new(bindings),
+        });
+        routers
+            .entry(d.environment.to_string())
+            .or_default()
+            .insert(&domains, methods, &api.path, api.match_mode == config::MatchMode::Prefix, entry)
+            .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
     }
-    Ok(Snapshot { router, tls })
+    Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls })
 }
 
 /// Read every certificate, key and client CA the config names; a bad file fails the whole
