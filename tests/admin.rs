@@ -45,6 +45,12 @@ impl Admin<'_> {
     async fn put(&self, path: &str, headers: &[(&str, &str)], body: Value) -> Reply {
         self.call("PUT", path, headers, Some(body)).await
     }
+
+    /// Publish API `id`'s current definition in `env`.
+    async fn publish(&self, id: &str, env: &str, description: &str) -> Reply {
+        let body = json!({"environment": env, "description": description});
+        self.call("POST", &format!("/apis/{id}/publications"), &[], Some(body)).await
+    }
 }
 
 fn etag(r: &Reply) -> &str {
@@ -53,9 +59,14 @@ fn etag(r: &Reply) -> &str {
 
 /// Wait until `path` on the gateway answers `status` (and `body`, if given).
 async fn until_served(gw: &Gateway, path: &str, status: u16, body: Option<&str>) -> Duration {
+    until_served_in(gw, "RELEASE", path, status, body).await
+}
+
+/// The same, with `X-Stage: env`.
+async fn until_served_in(gw: &Gateway, env: &str, path: &str, status: u16, body: Option<&str>) -> Duration {
     let since = Instant::now();
     loop {
-        let r = HttpClient::default().get(&gw.url(path), &[]).await;
+        let r = HttpClient::default().get(&gw.url(path), &[("x-stage", env)]).await;
         if r.status == status && body.is_none_or(|b| r.body == b.as_bytes()) {
             return since.elapsed();
         }
@@ -94,6 +105,9 @@ async fn apis_are_created_updated_and_deleted_with_etags_and_served() {
     let created = admin.put("/apis/b", &[("if-none-match", "*")], api_b.clone()).await;
     assert_eq!((created.status, etag(&created)), (201, "\"1\""), "{:?}", created.body);
     assert_eq!(created.json()["body"]["id"], "b", "the id comes from the URL");
+    // Not callable until published.
+    assert_eq!(HttpClient::default().get(&gw.url("/b"), &[]).await.status, 404);
+    assert_eq!(admin.publish("b", "RELEASE", "first").await.status, 201);
     let took = until_served(&gw, "/b", 200, Some("bee")).await;
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert_eq!(admin.put("/apis/b", &[("if-none-match", "*")], api_b.clone()).await.status, 412);
@@ -104,12 +118,14 @@ async fn apis_are_created_updated_and_deleted_with_etags_and_served() {
     assert_eq!((stale.status, stale.json()["error"]["code"].as_str()), (412, Some("precondition_failed")));
     let updated = admin.put("/apis/b", &[("if-match", "\"1\"")], changed).await;
     assert_eq!((updated.status, etag(&updated)), (200, "\"2\""));
+    assert_eq!(admin.publish("b", "RELEASE", "second").await.status, 201);
     until_served(&gw, "/b", 200, Some("bee 2")).await;
 
+    assert_eq!(admin.call("DELETE", "/apis/b/deployments/RELEASE", &[], None).await.status, 204);
+    until_served(&gw, "/b", 404, None).await;
     assert_eq!(admin.call("DELETE", "/apis/b", &[("if-match", "\"1\"")], None).await.status, 412);
     assert_eq!(admin.call("DELETE", "/apis/b", &[("if-match", "\"2\"")], None).await.status, 204);
     assert_eq!(admin.get("/apis/b").await.status, 404);
-    until_served(&gw, "/b", 404, None).await;
 }
 
 #[tokio::test]
@@ -204,6 +220,7 @@ async fn changes_under_load_drop_no_request() {
     for i in 0..10 {
         let api = json!({"group": "g", "path": "/a", "backend": {"mock": {"body": format!("v{i}")}}});
         assert_eq!(admin.put("/apis/a", &[], api).await.status, 200);
+        assert_eq!(admin.publish("a", "RELEASE", "load").await.status, 201);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     until_served(&gw, "/a", 200, Some("v9")).await;
@@ -214,4 +231,61 @@ async fn changes_under_load_drop_no_request() {
     let (served, failed) = (served.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert_eq!(failed, 0, "{failed} of {} requests failed during 10 changes", served + failed);
     assert!(served > 100, "only {served} requests");
+}
+
+#[tokio::test]
+async fn publish_history_rollback_and_environments() {
+    let gw = gateway();
+    let admin = Admin::of(&gw);
+    let c = HttpClient::default();
+    // A variable TEST does not set yet: refused at publish time, naming it.
+    let api = |v: &str| json!({"group": "g", "path": "/a", "backend": {"mock": {"headers": {"x-v": "#{V}"}, "body": v}}});
+    // A draft is checked in its own environments (here the default, RELEASE).
+    assert_eq!(admin.put("/apis/a", &[], api("t")).await.status, 422);
+    assert_eq!(
+        admin.put("/environments/RELEASE", &[], json!({"variables": {"V": "release"}})).await.status,
+        201
+    );
+    assert_eq!(admin.put("/apis/a", &[], api("t")).await.status, 200);
+    let r = admin.publish("a", "TEST", "").await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("no environment `TEST`"), "{:?}", r.body);
+    let env = json!({"variables": {"OTHER": "x"}});
+    assert_eq!(admin.put("/environments/TEST", &[], env).await.status, 201);
+    let r = admin.publish("a", "TEST", "").await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("variable `V` is not set in environment `TEST`")
+    );
+    assert_eq!(admin.put("/environments/TEST", &[], json!({"variables": {"V": "test"}})).await.status, 200);
+    assert_eq!(admin.publish("a", "TEST", "for testers").await.status, 201);
+    until_served_in(&gw, "TEST", "/a", 200, Some("t")).await;
+    assert_eq!(c.get(&gw.url("/a"), &[]).await.body, "one", "RELEASE still serves the import");
+    let r = c.get(&gw.url("/a"), &[("x-stage", "TEST")]).await;
+    assert_eq!((r.header("x-v"), &r.body[..]), (Some("test"), &b"t"[..]));
+
+    // Eleven more publications in RELEASE (the import was the first): the last ten are kept.
+    for v in 1..=11 {
+        assert_eq!(admin.put("/apis/a", &[], api(&format!("v{v}"))).await.status, 200);
+        assert_eq!(admin.publish("a", "RELEASE", &format!("v{v}")).await.status, 201);
+    }
+    until_served(&gw, "/a", 200, Some("v11")).await;
+    let history = admin.get("/apis/a/publications?environment=RELEASE").await.json();
+    let items = history["items"].as_array().unwrap();
+    assert!(items.len() >= 10, "{}", items.len());
+    assert_eq!((items[0]["description"].as_str(), items[0]["current"].as_bool()), (Some("v11"), Some(true)));
+    // Roll back to v5: exactly what v5 served.
+    let v5 = items.iter().find(|p| p["description"] == "v5").unwrap()["version"].as_i64().unwrap();
+    let r = admin.put("/apis/a/deployments/RELEASE", &[], json!({"version": v5})).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    until_served(&gw, "/a", 200, Some("v5")).await;
+    assert_eq!(c.get(&gw.url("/a"), &[]).await.header("x-v"), Some("release"));
+    assert_eq!(admin.put("/apis/a/deployments/RELEASE", &[], json!({"version": 999})).await.status, 404);
+    // Offline in RELEASE; TEST keeps serving its own publication.
+    assert_eq!(admin.call("DELETE", "/apis/a/deployments/RELEASE", &[], None).await.status, 204);
+    until_served(&gw, "/a", 404, None).await;
+    assert_eq!(c.get(&gw.url("/a"), &[("x-stage", "TEST")]).await.body, "t");
 }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 use wasmgate_config::{ConfigError, GatewayConfig};
-use wasmgate_store::{Expect, Kind, Record, Store, StoreError, layout};
+use wasmgate_store::{Expect, Kind, Publication, Record, Store, StoreError, layout};
 
 /// The gateway's check of a whole configuration, beyond parsing (plugins' own config
 /// checks). Runs on a blocking thread.
@@ -130,6 +130,13 @@ impl Admin {
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
         let path = req.uri().path().trim_matches('/').to_string();
         let query = req.uri().query().unwrap_or("").to_string();
+        let segments: Vec<&str> = path.split('/').collect();
+        if let ["apis", id, rest @ ..] = &segments[..]
+            && !rest.is_empty()
+        {
+            let id = id.to_string();
+            return self.lifecycle(req, &id, rest.iter().map(|s| s.to_string()).collect(), &query).await;
+        }
         let mut parts = path.splitn(2, '/');
         let collection = parts.next().unwrap_or("");
         let id = parts.next();
@@ -161,6 +168,86 @@ impl Admin {
                 format!("{method} is not allowed here: GET /{collection}, GET|PUT|DELETE /{collection}/ID"),
             )),
         }
+    }
+
+    /// Publishing: `POST /apis/{id}/publications` (`{environment, description}`) publishes
+    /// the API's current definition; `GET /apis/{id}/publications[?environment=]` is the
+    /// history; `PUT /apis/{id}/deployments/{env}` (`{version}`) rolls back to a publication;
+    /// `DELETE /apis/{id}/deployments/{env}` takes the API offline there.
+    async fn lifecycle(
+        &self,
+        req: Request<Incoming>,
+        id: &str,
+        rest: Vec<String>,
+        query: &str,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
+        let method = req.method().clone();
+        let rest_str: Vec<&str> = rest.iter().map(String::as_str).collect();
+        match (method, &rest_str[..]) {
+            (Method::GET, ["publications"]) => {
+                let env = query.split('&').find_map(|p| p.strip_prefix("environment="));
+                let history = self.store.history(id, env).await?;
+                let items: Vec<Value> = history.iter().map(publication_json).collect();
+                Ok(json_response(StatusCode::OK, &json!({"items": items})))
+            }
+            (Method::POST, ["publications"]) => {
+                let body = read_json(req).await?;
+                let env = body.get("environment").and_then(Value::as_str).map(str::to_string);
+                let Some(env) = env else { return Err(ApiError::invalid("environment", "is needed".into())) };
+                let description = body.get("description").and_then(Value::as_str).unwrap_or("").to_string();
+                let draft = self.store.get(Kind::Api, id).await?.body;
+                let published = wasmgate_store::in_environment(draft, &env);
+                self.check_served(Some((id, &env, Some(&published)))).await?;
+                let p = self.store.publish(id, &env, &description, &published).await?;
+                Ok(json_response(StatusCode::CREATED, &publication_json(&p)))
+            }
+            (Method::PUT, ["deployments", env]) => {
+                let env = (*env).to_string();
+                let body = read_json(req).await?;
+                let Some(version) = body.get("version").and_then(Value::as_i64) else {
+                    return Err(ApiError::invalid("version", "is needed: the publication to serve".into()));
+                };
+                let history = self.store.history(id, Some(&env)).await?;
+                let Some(p) = history.iter().find(|p| p.version == version) else {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        format!("api `{id}` has no publication {version} in `{env}`"),
+                    ));
+                };
+                // The rest of the configuration may have changed since: check it still loads.
+                self.check_served(Some((id, &env, Some(&p.body)))).await?;
+                self.store.rollback(id, &env, version).await?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &publication_json(&Publication { current: true, ..p.clone() }),
+                ))
+            }
+            (Method::DELETE, ["deployments", env]) => {
+                self.check_served(Some((id, env, None))).await?;
+                self.store.unpublish(id, env).await?;
+                Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).unwrap())
+            }
+            (method, _) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route {method} /apis/{id}/{}", rest.join("/")),
+            )),
+        }
+    }
+
+    /// Check what gateways would serve with the publication of `api` in `env` replaced by
+    /// `body` (or removed).
+    async fn check_served(&self, change: Option<(&str, &str, Option<&Value>)>) -> Result<(), ApiError> {
+        let mut resources = self.store.served_resources().await?;
+        if let Some((api, env, body)) = change {
+            let env_value = json!([env]);
+            resources.retain(|(k, id, b)| {
+                !(*k == Kind::Api && id == api && b.get("environments") == Some(&env_value))
+            });
+            resources.extend(body.map(|b| (Kind::Api, api.to_string(), b.clone())));
+        }
+        self.load(&resources).await
     }
 
     async fn list(&self, kind: Kind, query: &str) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -228,7 +315,12 @@ impl Admin {
             .map(|r| (r.kind, r.id, r.body))
             .collect();
         resources.extend(body.map(|b| (kind, id.to_string(), b.clone())));
-        let document = layout::assemble(&resources).map_err(|e| ApiError::invalid(&e.at, e.message))?;
+        self.load(&resources).await
+    }
+
+    /// Load these resources as a configuration, exactly as a file would be loaded.
+    async fn load(&self, resources: &[(Kind, String, Value)]) -> Result<(), ApiError> {
+        let document = layout::assemble(resources).map_err(|e| ApiError::invalid(&e.at, e.message))?;
         let text = serde_norway::to_string(&document).map_err(|e| ApiError::internal(e.to_string()))?;
         let check = self.check.clone();
         let result = tokio::task::spawn_blocking(move || {
@@ -252,6 +344,12 @@ pub const COLLECTIONS: [(&str, Kind); 8] = [
     ("plugins", Kind::Plugin),
     ("certificates", Kind::Certificate),
     ("settings", Kind::Setting),
+];
+
+/// The publishing routes ([`Admin::lifecycle`]) and their methods, for the description's test.
+pub const LIFECYCLE: [(&str, &[&str]); 2] = [
+    ("/apis/{id}/publications", &["get", "post"]),
+    ("/apis/{id}/deployments/{environment}", &["delete", "put"]),
 ];
 
 /// This API's OpenAPI 3.0 description, served at `/openapi.json`.
@@ -291,6 +389,11 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the body could not be read: {e}")))?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))
+}
+
+fn publication_json(p: &Publication) -> Value {
+    json!({"api": p.api_id, "environment": p.environment, "version": p.version, "description": p.description,
+           "published_at_ms": p.published_at_ms, "current": p.current, "body": p.body})
 }
 
 fn with_meta(r: &Record) -> Value {
@@ -368,7 +471,7 @@ impl From<StoreError> for ApiError {
 
 #[cfg(test)]
 mod tests {
-    use super::{COLLECTIONS, OPENAPI};
+    use super::{COLLECTIONS, LIFECYCLE, OPENAPI};
     use serde_json::Value;
 
     /// Every route the router serves is described, with the methods it accepts, and
@@ -393,6 +496,10 @@ mod tests {
             assert_eq!(methods(&format!("/{name}/{{id}}")), ["delete", "get", "put"], "/{name}/{{id}}");
             served.push(format!("/{name}"));
             served.push(format!("/{name}/{{id}}"));
+        }
+        for (path, expected) in LIFECYCLE {
+            assert_eq!(methods(path), expected, "{path}");
+            served.push(path.to_string());
         }
         served.sort();
         assert_eq!(described, served.iter().collect::<Vec<_>>());

@@ -578,6 +578,7 @@ impl GatewayConfig {
         let mut tls_domains: HashMap<String, &Domain> = HashMap::new();
         let mut group_ids = HashSet::new();
         let mut api_ids = HashSet::new();
+        let mut served = HashSet::new();
         for group in &self.groups {
             let gloc = format!("group `{}`", group.id);
             if group.id.trim().is_empty() {
@@ -616,9 +617,20 @@ impl GatewayConfig {
                 if api.id.trim().is_empty() {
                     return err(gloc, "an api has an empty id".into());
                 }
-                if !api_ids.insert(api.id.as_str()) {
-                    return err(aloc, "api id is used twice (ids are unique across groups)".into());
+                // The same API may be listed once per environment (a store serves each
+                // environment's published version), never twice in one.
+                let default = std::slice::from_ref(&self.gateway.environment);
+                for env in api.environments.as_deref().unwrap_or(default) {
+                    if !served.insert((api.id.as_str(), env.as_str())) {
+                        return err(
+                            aloc,
+                            format!(
+                                "api id is used twice in environment `{env}` (ids are unique across groups)"
+                            ),
+                        );
+                    }
                 }
+                api_ids.insert(api.id.as_str());
                 for (i, b) in api.policies.iter().enumerate() {
                     match &b.policy {
                         Some(name) => {

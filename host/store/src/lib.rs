@@ -99,6 +99,24 @@ pub struct Record {
     pub updated_at_ms: i64,
 }
 
+/// How many publications are kept per API and environment (older ones are pruned, never
+/// the one being served).
+pub const HISTORY: i64 = 10;
+
+/// One publication of an API in an environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub api_id: String,
+    pub environment: String,
+    pub version: i64,
+    pub description: String,
+    pub published_at_ms: i64,
+    /// The API's definition as published.
+    pub body: Value,
+    /// Whether the environment serves this one now.
+    pub current: bool,
+}
+
 /// What a write expects to find: the optimistic-concurrency check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -238,12 +256,23 @@ impl Store {
         Ok(())
     }
 
-    /// Make the store hold exactly these resources, in one transaction (a YAML import).
-    pub async fn replace_all(&self, resources: &[(Kind, String, Value)]) -> Result<(), StoreError> {
+    /// Make the store hold exactly these resources and serve exactly these publications
+    /// (API id, environment, definition), in one transaction: a YAML import. Earlier
+    /// publications stay in the history.
+    pub async fn replace_all(
+        &self,
+        resources: &[(Kind, String, Value)],
+        publish: &[(String, String, Value)],
+        description: &str,
+    ) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
         sqlx::query("DELETE FROM resources").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM deployments").execute(&mut *tx).await?;
         for (kind, id, body) in resources {
             put_in(&mut tx, *kind, id, body, Expect::Absent).await?;
+        }
+        for (api_id, environment, body) in publish {
+            publish_in(&mut tx, api_id, environment, description, body).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -279,6 +308,105 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Publish `body` as the next version of `api_id` in `environment` and serve it there.
+    pub async fn publish(
+        &self,
+        api_id: &str,
+        environment: &str,
+        description: &str,
+        body: &Value,
+    ) -> Result<Publication, StoreError> {
+        let mut tx = self.write().await?;
+        let publication = publish_in(&mut tx, api_id, environment, description, body).await?;
+        tx.commit().await?;
+        Ok(publication)
+    }
+
+    /// Serve an earlier publication again.
+    pub async fn rollback(&self, api_id: &str, environment: &str, version: i64) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let exists =
+            sqlx::query("SELECT 1 FROM publications WHERE api_id = $1 AND environment = $2 AND version = $3")
+                .bind(api_id)
+                .bind(environment)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound {
+                kind: Kind::Api,
+                id: format!("{api_id} version {version} in {environment}"),
+            });
+        }
+        deploy_in(&mut tx, api_id, environment, version).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stop serving `api_id` in `environment` (its history stays).
+    pub async fn unpublish(&self, api_id: &str, environment: &str) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND environment = $2")
+            .bind(api_id)
+            .bind(environment)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { kind: Kind::Api, id: format!("{api_id} in {environment}") });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The publications of `api_id` (in `environment`, or in all), newest first.
+    pub async fn history(
+        &self,
+        api_id: &str,
+        environment: Option<&str>,
+    ) -> Result<Vec<Publication>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.api_id, p.environment, p.version, p.description, p.published_at_ms, p.body, d.version \
+             FROM publications p LEFT JOIN deployments d \
+               ON d.api_id = p.api_id AND d.environment = p.environment \
+             WHERE p.api_id = $1 AND ($2 = '' OR p.environment = $2) \
+             ORDER BY p.environment, p.version DESC",
+        )
+        .bind(api_id)
+        .bind(environment.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(publication).collect()
+    }
+
+    /// What every environment serves: the current publication of each API there.
+    pub async fn served(&self) -> Result<Vec<Publication>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.api_id, p.environment, p.version, p.description, p.published_at_ms, p.body, d.version \
+             FROM deployments d JOIN publications p \
+               ON p.api_id = d.api_id AND p.environment = d.environment AND p.version = d.version \
+             ORDER BY p.api_id, p.environment",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(publication).collect()
+    }
+
+    /// What gateways serve, as resources for [`layout::assemble`]: every resource but the
+    /// API drafts, and for each API the publication each environment serves, marked as
+    /// published in that environment only.
+    pub async fn served_resources(&self) -> Result<Vec<(Kind, String, Value)>, StoreError> {
+        let (_, records) = self.everything().await?;
+        let mut resources: Vec<_> =
+            records.into_iter().filter(|r| r.kind != Kind::Api).map(|r| (r.kind, r.id, r.body)).collect();
+        resources.extend(
+            self.served()
+                .await?
+                .into_iter()
+                .map(|p| (Kind::Api, p.api_id, in_environment(p.body, &p.environment))),
+        );
+        Ok(resources)
     }
 
     /// A write transaction, already queued behind other writers (see the module docs).
@@ -354,4 +482,101 @@ async fn put_in(
         .execute(&mut **tx)
         .await?;
     Ok(Record { kind, id: id.to_string(), body: body.clone(), revision, updated_at_ms })
+}
+
+fn publication(row: &AnyRow) -> Result<Publication, StoreError> {
+    let api_id: String = row.try_get(0)?;
+    let body: String = row.try_get(5)?;
+    let body = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        kind: Kind::Api,
+        id: api_id.clone(),
+        reason: e.to_string(),
+    })?;
+    let version: i64 = row.try_get(2)?;
+    let served: Option<i64> = row.try_get(6)?;
+    Ok(Publication {
+        api_id,
+        environment: row.try_get(1)?,
+        version,
+        description: row.try_get(3)?,
+        published_at_ms: row.try_get(4)?,
+        body,
+        current: served == Some(version),
+    })
+}
+
+async fn publish_in(
+    tx: &mut Transaction<'static, Any>,
+    api_id: &str,
+    environment: &str,
+    description: &str,
+    body: &Value,
+) -> Result<Publication, StoreError> {
+    let latest = sqlx::query("SELECT MAX(version) FROM publications WHERE api_id = $1 AND environment = $2")
+        .bind(api_id)
+        .bind(environment)
+        .fetch_one(&mut **tx)
+        .await?;
+    let version = latest.try_get::<Option<i64>, _>(0)?.unwrap_or(0) + 1;
+    let published_at_ms = now_ms();
+    sqlx::query(
+        "INSERT INTO publications (api_id, environment, version, description, published_at_ms, body) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(api_id)
+    .bind(environment)
+    .bind(version)
+    .bind(description)
+    .bind(published_at_ms)
+    .bind(body.to_string())
+    .execute(&mut **tx)
+    .await?;
+    deploy_in(tx, api_id, environment, version).await?;
+    // Keep the last HISTORY, and always the one served.
+    sqlx::query(
+        "DELETE FROM publications WHERE api_id = $1 AND environment = $2 AND version <= $3 \
+         AND version <> COALESCE((SELECT version FROM deployments WHERE api_id = $1 AND environment = $2), 0)",
+    )
+    .bind(api_id)
+    .bind(environment)
+    .bind(version - HISTORY)
+    .execute(&mut **tx)
+    .await?;
+    Ok(Publication {
+        api_id: api_id.into(),
+        environment: environment.into(),
+        version,
+        description: description.into(),
+        published_at_ms,
+        body: body.clone(),
+        current: true,
+    })
+}
+
+async fn deploy_in(
+    tx: &mut Transaction<'static, Any>,
+    api_id: &str,
+    environment: &str,
+    version: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM deployments WHERE api_id = $1 AND environment = $2")
+        .bind(api_id)
+        .bind(environment)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO deployments (api_id, environment, version) VALUES ($1, $2, $3)")
+        .bind(api_id)
+        .bind(environment)
+        .bind(version)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// An API definition marked as published in `environment` only.
+pub fn in_environment(mut api: Value, environment: &str) -> Value {
+    if let Some(fields) = api.as_object_mut() {
+        fields.insert("environments".into(), Value::Array(vec![Value::String(environment.into())]));
+    }
+    api
 }

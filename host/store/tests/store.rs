@@ -38,6 +38,7 @@ on_both!(
     every_write_moves_the_generation,
     replace_all_leaves_exactly_what_it_was_given,
     meta_values_are_set_once_and_survive_imports,
+    publications_keep_ten_and_roll_back,
 );
 
 async fn resources_are_created_read_updated_and_deleted(store: Store) {
@@ -106,13 +107,13 @@ async fn replace_all_leaves_exactly_what_it_was_given(store: Store) {
         (Kind::Group, "g".to_string(), json!({"id": "g"})),
         (Kind::Api, "a".to_string(), json!({"id": "a", "group": "g"})),
     ];
-    store.replace_all(&wanted).await.unwrap();
+    store.replace_all(&wanted, &[], "t").await.unwrap();
     assert!(store.list(Kind::Group, None, 10).await.unwrap().iter().all(|r| r.id != "old"));
     assert_eq!(store.get(Kind::Api, "a").await.unwrap().body, json!({"id": "a", "group": "g"}));
     // A failing import changes nothing: the duplicate refuses the whole transaction.
     let broken =
         vec![(Kind::Group, "new".to_string(), json!({})), (Kind::Group, "new".to_string(), json!({}))];
-    assert!(matches!(store.replace_all(&broken).await, Err(StoreError::Exists { .. })));
+    assert!(matches!(store.replace_all(&broken, &[], "t").await, Err(StoreError::Exists { .. })));
     assert_eq!(store.get(Kind::Api, "a").await.unwrap().revision, 1);
     assert!(store.get(Kind::Group, "new").await.is_err());
 }
@@ -121,6 +122,38 @@ async fn meta_values_are_set_once_and_survive_imports(store: Store) {
     assert_eq!(store.meta("k").await.unwrap(), None);
     assert!(store.meta_init("k", "first").await.unwrap());
     assert!(!store.meta_init("k", "second").await.unwrap());
-    store.replace_all(&[]).await.unwrap();
+    store.replace_all(&[], &[], "t").await.unwrap();
     assert_eq!(store.meta("k").await.unwrap().as_deref(), Some("first"));
+}
+
+async fn publications_keep_ten_and_roll_back(store: Store) {
+    for v in 1..=11 {
+        let p = store.publish("a", "RELEASE", &format!("v{v}"), &json!({"v": v})).await.unwrap();
+        assert_eq!((p.version, p.current), (v, true));
+    }
+    store.publish("a", "TEST", "t1", &json!({"v": "t"})).await.unwrap();
+    let history = store.history("a", Some("RELEASE")).await.unwrap();
+    let versions: Vec<i64> = history.iter().map(|p| p.version).collect();
+    assert_eq!(versions, (2..=11).rev().collect::<Vec<_>>(), "the last ten, newest first");
+    assert!(history[0].current && history.iter().skip(1).all(|p| !p.current));
+    assert_eq!(store.history("a", None).await.unwrap().len(), 11, "both environments");
+
+    store.rollback("a", "RELEASE", 3).await.unwrap();
+    let served = store.served().await.unwrap();
+    let release = served.iter().find(|p| p.environment == "RELEASE").unwrap();
+    assert_eq!((release.version, &release.body, &release.description[..]), (3, &json!({"v": 3}), "v3"));
+    assert!(matches!(store.rollback("a", "RELEASE", 1).await, Err(StoreError::NotFound { .. })), "pruned");
+    // Publishing on goes on from the newest version; the one served is never pruned.
+    for _ in 0..12 {
+        store.rollback("a", "RELEASE", 3).await.unwrap();
+        let p = store.publish("b", "RELEASE", "other", &json!({})).await.unwrap();
+        assert!(p.version >= 1);
+    }
+    assert!(store.history("a", Some("RELEASE")).await.unwrap().iter().any(|p| p.version == 3 && p.current));
+
+    store.unpublish("a", "RELEASE").await.unwrap();
+    let served = store.served().await.unwrap();
+    assert!(served.iter().all(|p| !(p.api_id == "a" && p.environment == "RELEASE")));
+    assert!(served.iter().any(|p| p.api_id == "a" && p.environment == "TEST"));
+    assert!(matches!(store.unpublish("a", "RELEASE").await, Err(StoreError::NotFound { .. })));
 }

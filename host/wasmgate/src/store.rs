@@ -46,27 +46,46 @@ pub async fn open(url: &str) -> Result<Arc<Store>> {
     Ok(Arc::new(store))
 }
 
-/// The configuration the store holds, checked like a file (errors name `origin`).
+/// The configuration gateways serve from the store (the published APIs), checked like a
+/// file (errors name `origin`).
 pub async fn read_config(store: &Store, origin: &str) -> Result<GatewayConfig> {
-    let (_, records) = store.everything().await?;
-    let resources: Vec<_> = records.into_iter().map(|r| (r.kind, r.id, r.body)).collect();
+    let resources = store.served_resources().await?;
     let document = layout::assemble(&resources).with_context(|| format!("{origin}: inconsistent"))?;
     // Through the file format, so a stored config is checked exactly as a file is.
     let text = serde_norway::to_string(&document)?;
     Ok(GatewayConfig::parse(&text, origin.as_ref())?)
 }
 
-/// The whole configuration, as a YAML file.
+/// The whole configuration (API drafts, each with the environments it names), as a YAML
+/// file.
 pub async fn export(store: &Store) -> Result<String> {
     let (_, records) = store.everything().await?;
     let resources: Vec<_> = records.into_iter().map(|r| (r.kind, r.id, r.body)).collect();
     Ok(serde_norway::to_string(&layout::assemble(&resources)?)?)
 }
 
-/// Replace the store's configuration with `config` (already validated), in one transaction.
+/// Replace the store's configuration with `config` (already validated) and publish every
+/// API in the environments it names, in one transaction: the file is the desired state.
 pub async fn import(store: &Store, config: &GatewayConfig) -> Result<usize> {
     let resources = layout::split(&serde_json::to_value(config)?)?;
-    store.replace_all(&resources).await?;
+    let default = std::slice::from_ref(&config.gateway.environment);
+    let mut publish = Vec::new();
+    for group in &config.groups {
+        for api in &group.apis {
+            let (_, _, body) = resources
+                .iter()
+                .find(|(k, id, _)| *k == wasmgate_store::Kind::Api && *id == api.id)
+                .expect("split keeps every API");
+            for env in api.environments.as_deref().unwrap_or(default) {
+                publish.push((
+                    api.id.clone(),
+                    env.clone(),
+                    wasmgate_store::in_environment(body.clone(), env),
+                ));
+            }
+        }
+    }
+    store.replace_all(&resources, &publish, "import").await?;
     Ok(resources.len())
 }
 
