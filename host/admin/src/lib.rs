@@ -300,9 +300,9 @@ impl Admin {
             ));
         }
         self.validated(kind, id, Some(&body)).await?;
-        let existed = self.store.get(kind, id).await.is_ok();
         let record = self.store.put(kind, id, &body, expect).await?;
-        Ok(resource(if existed { StatusCode::OK } else { StatusCode::CREATED }, &record))
+        // Revision 1: this write created it.
+        Ok(resource(if record.revision == 1 { StatusCode::CREATED } else { StatusCode::OK }, &record))
     }
 
     /// Check the configuration the store would hold with `kind/id` set to `body` (or
