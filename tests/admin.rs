@@ -289,3 +289,73 @@ async fn publish_history_rollback_and_environments() {
     until_served(&gw, "/a", 404, None).await;
     assert_eq!(c.get(&gw.url("/a"), &[("x-stage", "TEST")]).await.body, "t");
 }
+
+#[tokio::test]
+async fn openapi_documents_are_imported_into_a_group_and_exported() {
+    let gw = gateway();
+    let admin = Admin::of(&gw);
+    let petstore = std::fs::read_to_string(common::repo_root().join("tests/data/petstore.yaml")).unwrap();
+    let backend = json!({"mock": {"headers": {"content-type": "application/json"}, "body": "{\"id\": 42}"}});
+    let r = admin
+        .call("POST", "/groups/g/openapi", &[], Some(json!({"document": petstore, "backend": backend})))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.json()["created"], json!(["listPets", "createPets", "showPetById"]));
+    let skipped = r.json()["skipped"].clone();
+    assert_eq!(skipped.as_array().unwrap().len(), 1, "{skipped}");
+    assert_eq!((skipped[0]["path"].as_str(), skipped[0]["method"].as_str()), (Some("/pets"), Some("get")));
+    assert!(skipped[0]["reason"].as_str().unwrap().contains("`limit` (query)"), "{skipped}");
+    let show = admin.get("/apis/showPetById").await.json();
+    assert_eq!(
+        (show["body"]["path"].as_str(), show["body"]["method"].as_str()),
+        (Some("/pets/{petId}"), Some("GET"))
+    );
+    assert_eq!(show["body"]["name"], "Info for a specific pet");
+
+    // Drafts: served once published.
+    assert_eq!(admin.publish("showPetById", "RELEASE", "from petstore").await.status, 201);
+    until_served(&gw, "/pets/42", 200, Some("{\"id\": 42}")).await;
+
+    // Export describes the group; the imported operations come back as they went in.
+    let exported = admin.get("/groups/g/openapi").await.json();
+    assert_eq!(exported["openapi"], "3.0.3");
+    let paths = exported["paths"].as_object().unwrap();
+    assert_eq!(paths["/pets"]["get"]["operationId"], "listPets");
+    assert_eq!(paths["/pets"]["post"]["operationId"], "createPets");
+    assert_eq!(paths["/pets/{petId}"]["get"]["operationId"], "showPetById");
+    assert_eq!(paths["/pets/{petId}"]["get"]["parameters"][0]["name"], "petId");
+    // ... and import again, elsewhere, to the same operations.
+    assert_eq!(admin.put("/groups/h", &[], json!({"domains": ["h.example"]})).await.status, 201);
+    let again = serde_json::to_string(&exported)
+        .unwrap()
+        .replace("\"listPets\"", "\"listPets2\"")
+        .replace("\"createPets\"", "\"createPets2\"")
+        .replace("\"showPetById\"", "\"showPetById2\"");
+    let r = admin
+        .call("POST", "/groups/h/openapi", &[], Some(json!({"document": again, "backend": {"mock": {}}})))
+        .await;
+    // The seed API `a` answers any method: exported as one operation per method.
+    let created = r.json()["created"].clone();
+    let methods = ["get", "put", "post", "delete", "options", "head", "patch"].map(|m| format!("a-{m}"));
+    let mut expected: Vec<String> = methods.to_vec();
+    expected.extend(["listPets2", "createPets2", "showPetById2"].map(String::from));
+    assert_eq!(created, json!(expected), "{:?}", r.body);
+
+    // What cannot be taken is reported, the rest imported; what is not OpenAPI 3.0 is refused.
+    let odd = "openapi: 3.0.1\ninfo: {title: t, version: '1'}\npaths:\n  /files/{name}.json:\n    get: {operationId: getFile, responses: {}}\n  /ok:\n    get: {operationId: listPets, responses: {}}\n    trace: {responses: {}}\n";
+    let r = admin
+        .call("POST", "/groups/g/openapi", &[], Some(json!({"document": odd, "backend": {"mock": {}}})))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let skipped = r.json()["skipped"].clone();
+    assert_eq!(skipped.as_array().unwrap().len(), 3, "{skipped}");
+    assert!(
+        skipped.to_string().contains("whole segment") && skipped.to_string().contains("exists already"),
+        "{skipped}"
+    );
+    let swagger = json!({"document": "swagger: '2.0'\npaths: {}\n", "backend": {"mock": {}}});
+    let r = admin.call("POST", "/groups/g/openapi", &[], Some(swagger)).await;
+    assert_eq!((r.status, r.json()["error"]["location"].as_str()), (422, Some("document")));
+    let big = json!({"document": format!("openapi: 3.0.0\n#{}\n", "x".repeat(101 * 1024)), "backend": {"mock": {}}});
+    assert_eq!(admin.call("POST", "/groups/g/openapi", &[], Some(big)).await.status, 413);
+}

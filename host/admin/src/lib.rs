@@ -8,6 +8,10 @@
 //! revision as `ETag`; `If-Match` makes a write conditional on it and `If-None-Match: *`
 //! makes a `PUT` create-only (412 when the condition fails).
 //!
+//! Publishing (`/apis/{id}/publications`, `/apis/{id}/deployments/{env}`) and OpenAPI 3.0
+//! import/export per group (`/groups/{id}/openapi`, `openapi.rs`) are described in
+//! `openapi.json`, like everything else.
+//!
 //! A write is accepted only if the whole configuration it leads to loads: it is assembled
 //! and parsed exactly like a file, then handed to the gateway's own check (plugins validate
 //! their configs), so the admin API cannot store what `wasmgate run` would refuse.
@@ -27,6 +31,8 @@ use tokio::net::TcpListener;
 use tracing::{debug, warn};
 use wasmgate_config::{ConfigError, GatewayConfig};
 use wasmgate_store::{Expect, Kind, Publication, Record, Store, StoreError, layout};
+
+mod openapi;
 
 /// The gateway's check of a whole configuration, beyond parsing (plugins' own config
 /// checks). Runs on a blocking thread.
@@ -131,6 +137,10 @@ impl Admin {
         let path = req.uri().path().trim_matches('/').to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         let segments: Vec<&str> = path.split('/').collect();
+        if let ["groups", group, "openapi"] = &segments[..] {
+            let group = group.to_string();
+            return self.openapi(req, &group).await;
+        }
         if let ["apis", id, rest @ ..] = &segments[..]
             && !rest.is_empty()
         {
@@ -232,6 +242,58 @@ impl Admin {
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("no route {method} /apis/{id}/{}", rest.join("/")),
+            )),
+        }
+    }
+
+    /// `GET /groups/{id}/openapi`: the group's APIs as an OpenAPI 3.0 document.
+    /// `POST /groups/{id}/openapi` (`{document, backend}`): an API draft per operation of an
+    /// OpenAPI 3.0 document (YAML or JSON, at most 100 KB), all or none, and what was skipped.
+    async fn openapi(&self, req: Request<Incoming>, group: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        self.store.get(Kind::Group, group).await?;
+        let (_, records) = self.store.everything().await?;
+        let apis: Vec<Value> = records
+            .iter()
+            .filter(|r| r.kind == Kind::Api && r.body.get("group").and_then(Value::as_str) == Some(group))
+            .map(|r| r.body.clone())
+            .collect();
+        match *req.method() {
+            Method::GET => Ok(json_response(StatusCode::OK, &openapi::export(group, &apis))),
+            Method::POST => {
+                let body = read_json(req).await?;
+                let Some(document) = body.get("document").and_then(Value::as_str) else {
+                    return Err(ApiError::invalid("document", "is needed: the OpenAPI 3.0 text".into()));
+                };
+                if document.len() > openapi::MAX_DOCUMENT {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!(
+                            "the document is {} bytes; at most {}",
+                            document.len(),
+                            openapi::MAX_DOCUMENT
+                        ),
+                    ));
+                }
+                let Some(backend) = body.get("backend") else {
+                    return Err(ApiError::invalid("backend", "is needed: the backend the APIs get".into()));
+                };
+                let taken = |id: &str| records.iter().any(|r| r.kind == Kind::Api && r.id == id);
+                let import = openapi::import(document, group, backend, &taken)
+                    .map_err(|m| ApiError::invalid("document", m))?;
+                let created: Vec<(Kind, String, Value)> =
+                    import.apis.into_iter().map(|(id, api)| (Kind::Api, id, api)).collect();
+                let mut resources: Vec<_> = records.into_iter().map(|r| (r.kind, r.id, r.body)).collect();
+                resources.extend(created.iter().cloned());
+                self.load(&resources).await?;
+                self.store.create_all(&created).await?;
+                let ids: Vec<&str> = created.iter().map(|(_, id, _)| id.as_str()).collect();
+                Ok(json_response(StatusCode::CREATED, &json!({"created": ids, "skipped": import.skipped})))
+            }
+            ref method => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed here: GET or POST /groups/{group}/openapi"),
             )),
         }
     }
@@ -347,9 +409,10 @@ pub const COLLECTIONS: [(&str, Kind); 8] = [
 ];
 
 /// The publishing routes ([`Admin::lifecycle`]) and their methods, for the description's test.
-pub const LIFECYCLE: [(&str, &[&str]); 2] = [
+pub const LIFECYCLE: [(&str, &[&str]); 3] = [
     ("/apis/{id}/publications", &["get", "post"]),
     ("/apis/{id}/deployments/{environment}", &["delete", "put"]),
+    ("/groups/{id}/openapi", &["get", "post"]),
 ];
 
 /// This API's OpenAPI 3.0 description, served at `/openapi.json`.

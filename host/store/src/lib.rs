@@ -240,6 +240,16 @@ impl Store {
         Ok(record)
     }
 
+    /// Create all of these or, if any exists, none.
+    pub async fn create_all(&self, resources: &[(Kind, String, Value)]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        for (kind, id, body) in resources {
+            put_in(&mut tx, *kind, id, body, Expect::Absent).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn delete(&self, kind: Kind, id: &str, expect: Expect) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
         let current = revision_in(&mut tx, kind, id).await?;
