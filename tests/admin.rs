@@ -359,3 +359,62 @@ async fn openapi_documents_are_imported_into_a_group_and_exported() {
     let big = json!({"document": format!("openapi: 3.0.0\n#{}\n", "x".repeat(101 * 1024)), "backend": {"mock": {}}});
     assert_eq!(admin.call("POST", "/groups/g/openapi", &[], Some(big)).await.status, 413);
 }
+
+/// `wasmgate admin ...` against the gateway's admin API; success and what it printed.
+fn cli(gw: &Gateway, args: &[&str]) -> (bool, String) {
+    let out = wasmgate()
+        .arg("admin")
+        .args(args)
+        .env("WASMGATE_ADMIN_URL", format!("http://{}", gw.admin.unwrap()))
+        .env("WASMGATE_ADMIN_TOKEN", gw.admin_token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_applies_publishes_and_rolls_back() {
+    let gw = gateway();
+    let dir = temp_dir();
+    let file = dir.join("hello.yaml");
+    let write = |body: &str| {
+        let api = format!(
+            "- collection: apis\n  id: hello\n  body: {{group: g, path: /hello, backend: {{mock: {{body: {body}}}}}}}\n"
+        );
+        std::fs::write(&file, api).unwrap();
+    };
+    write("v1");
+    let f = file.to_str().unwrap();
+    let (ok, out) = cli(&gw, &["apply", "-f", f]);
+    assert!(ok && out.contains("apis/hello: revision 1"), "{out}");
+    let (ok, out) = cli(&gw, &["publish", "hello", "-m", "first"]);
+    assert!(ok && out.contains("version 1 published in RELEASE"), "{out}");
+    until_served(&gw, "/hello", 200, Some("v1")).await;
+    write("v2");
+    assert!(cli(&gw, &["apply", "-f", f]).0);
+    assert!(cli(&gw, &["publish", "hello", "-m", "second"]).0);
+    until_served(&gw, "/hello", 200, Some("v2")).await;
+
+    let (ok, out) = cli(&gw, &["history", "hello"]);
+    assert!(ok && out.contains("version 2\tsecond  (served)") && out.contains("version 1\tfirst"), "{out}");
+    let (ok, out) = cli(&gw, &["rollback", "hello", "--version", "1"]);
+    assert!(ok, "{out}");
+    until_served(&gw, "/hello", 200, Some("v1")).await;
+    let (ok, out) = cli(&gw, &["list", "apis"]);
+    assert!(ok && out.contains("a\trevision 1") && out.contains("hello\trevision 2"), "{out}");
+
+    // Errors say where, as the API does.
+    std::fs::write(
+        &file,
+        "- {collection: apis, id: bad, body: {group: nope, path: /x, backend: {mock: {}}}}\n",
+    )
+    .unwrap();
+    let (ok, out) = cli(&gw, &["apply", "-f", f]);
+    assert!(
+        !ok && out.contains("422") && out.contains("api `bad`: names a group that does not exist"),
+        "{out}"
+    );
+}

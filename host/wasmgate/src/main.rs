@@ -1,6 +1,7 @@
 //! The `wasmgate` binary: `run` serves a config (a file or the store), `validate` checks
 //! one, `import`/`export` move one between a file and the store.
 
+mod admin_cli;
 mod snapshot;
 mod store;
 
@@ -62,6 +63,9 @@ enum Command {
         #[command(flatten)]
         plugins: PluginArgs,
     },
+    /// Operate a running gateway through its admin API: list, get, apply, publish, history,
+    /// rollback.
+    Admin(admin_cli::AdminArgs),
     /// Write the store's configuration as a YAML config file (stdout unless `--output`).
     Export {
         #[arg(long, value_name = "URL")]
@@ -168,6 +172,10 @@ fn main() -> Result<()> {
             let count = rt.block_on(async { store::import(&*store::open(&url).await?, &declared).await })?;
             println!("{}: imported into {} ({count} resources)", config.display(), store::redacted(&url));
             Ok(())
+        }
+        Command::Admin(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(admin_cli::run(args))
         }
         Command::Export { store, output } => {
             let url = store.map_or_else(store::default_url, Ok)?;
