@@ -418,3 +418,41 @@ async fn the_cli_applies_publishes_and_rolls_back() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn resetting_a_credential_replaces_its_keys() {
+    let gw = gateway();
+    let admin = Admin::of(&gw);
+    let old_code = "0ld-c0de-0ld-c0de-0ld-c0de-0ld-c0de";
+    let cred =
+        json!({"key": "ak-old", "secret": "sk-old-0123456789abcdef", "app_code": old_code, "apis": ["s"]});
+    let api = json!({"group": "g", "path": "/s", "backend": {"mock": {"body": "in"}},
+                     "policies": [{"plugin": "app-auth", "config": {"modes": ["app-code"]}}]});
+    assert_eq!(admin.put("/apis/s", &[], api).await.status, 201);
+    assert_eq!(admin.put("/credentials/app-x", &[], cred).await.status, 201);
+    assert_eq!(admin.publish("s", "RELEASE", "").await.status, 201);
+    let call = |code: String| {
+        let url = gw.url("/s");
+        async move { HttpClient::default().get(&url, &[("x-apig-appcode", code.as_str())]).await.status }
+    };
+    let since = Instant::now();
+    while call(old_code.into()).await != 200 {
+        assert!(since.elapsed() < Duration::from_secs(5), "never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let r = admin.call("POST", "/credentials/app-x/reset", &[], None).await;
+    assert_eq!((r.status, etag(&r)), (200, "\"2\""), "{:?}", r.body);
+    let body = &r.json()["body"];
+    let new_code = body["app_code"].as_str().unwrap().to_string();
+    assert_eq!(new_code.len(), 64);
+    assert_eq!(body["key"].as_str().unwrap().len(), 32);
+    assert_ne!(body["secret"], "sk-old-0123456789abcdef");
+    let since = Instant::now();
+    while call(old_code.into()).await != 401 {
+        assert!(since.elapsed() < Duration::from_secs(5), "the old AppCode still works");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call(new_code).await, 200);
+    assert_eq!(admin.call("POST", "/credentials/nobody/reset", &[], None).await.status, 404);
+}

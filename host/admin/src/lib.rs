@@ -32,7 +32,10 @@ use tracing::{debug, warn};
 use wasmgate_config::{ConfigError, GatewayConfig};
 use wasmgate_store::{Expect, Kind, Publication, Record, Store, StoreError, layout};
 
+mod keys;
 mod openapi;
+
+pub use keys::credential_keys;
 
 /// The gateway's check of a whole configuration, beyond parsing (plugins' own config
 /// checks). Runs on a blocking thread.
@@ -137,6 +140,12 @@ impl Admin {
         let path = req.uri().path().trim_matches('/').to_string();
         let query = req.uri().query().unwrap_or("").to_string();
         let segments: Vec<&str> = path.split('/').collect();
+        if let ["credentials", id, "reset"] = &segments[..]
+            && req.method() == Method::POST
+        {
+            let id = id.to_string();
+            return self.reset_keys(&id).await;
+        }
         if let ["groups", group, "openapi"] = &segments[..] {
             let group = group.to_string();
             return self.openapi(req, &group).await;
@@ -244,6 +253,23 @@ impl Admin {
                 format!("no route {method} /apis/{id}/{}", rest.join("/")),
             )),
         }
+    }
+
+    /// `POST /credentials/{id}/reset`: new AK and SK (and AppCode, if it had one); the old
+    /// ones stop working with the next snapshot. The answer is the only place the new secret
+    /// is shown.
+    async fn reset_keys(&self, id: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        let current = self.store.get(Kind::Credential, id).await?;
+        let (key, secret, app_code) = credential_keys().map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut body = current.body.clone();
+        body["key"] = json!(key);
+        body["secret"] = json!(secret);
+        if body.get("app_code").is_some_and(|c| !c.is_null()) {
+            body["app_code"] = json!(app_code);
+        }
+        self.validated(Kind::Credential, id, Some(&body)).await?;
+        let record = self.store.put(Kind::Credential, id, &body, Expect::Revision(current.revision)).await?;
+        Ok(resource(StatusCode::OK, &record))
     }
 
     /// `GET /groups/{id}/openapi`: the group's APIs as an OpenAPI 3.0 document.
@@ -409,7 +435,8 @@ pub const COLLECTIONS: [(&str, Kind); 8] = [
 ];
 
 /// The publishing routes ([`Admin::lifecycle`]) and their methods, for the description's test.
-pub const LIFECYCLE: [(&str, &[&str]); 3] = [
+pub const LIFECYCLE: [(&str, &[&str]); 4] = [
+    ("/credentials/{id}/reset", &["post"]),
     ("/apis/{id}/publications", &["get", "post"]),
     ("/apis/{id}/deployments/{environment}", &["delete", "put"]),
     ("/groups/{id}/openapi", &["get", "post"]),

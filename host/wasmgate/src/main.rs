@@ -119,22 +119,6 @@ fn cache_dir(config: &GatewayConfig) -> Option<PathBuf> {
     Some(base.join("wasmgate"))
 }
 
-/// `len` characters drawn uniformly from `alphabet` (rejection sampling: no modulo bias).
-fn random_string(len: usize, alphabet: &[u8]) -> Result<String> {
-    let limit = 256 - 256 % alphabet.len();
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-        for b in buf.iter().map(|b| *b as usize).filter(|b| *b < limit) {
-            if out.len() < len {
-                out.push(alphabet[b % alphabet.len()] as char);
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -149,12 +133,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Credential { id } => {
-            // AK: 128 bits as 32 lower-case hex digits. SK: 40 and AppCode: 64 characters
-            // from [A-Za-z0-9] (about 238 and 381 bits), from the OS's CSPRNG.
-            let key = random_string(32, b"0123456789abcdef")?;
-            let alphanumeric = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-            let secret = random_string(40, alphanumeric)?;
-            let app_code = random_string(64, alphanumeric)?;
+            let (key, secret, app_code) =
+                wasmgate_admin::credential_keys().map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
             println!("  - {{id: {id}, key: {key}, secret: {secret}, app_code: {app_code}, apis: []}}");
             Ok(())
         }
