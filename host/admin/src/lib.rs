@@ -114,12 +114,8 @@ impl Admin {
                 .unwrap();
         }
         if !self.authorised(&req) {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid `Authorization: Bearer TOKEN` is needed",
-                "",
-            );
+            let message = "a valid `Authorization: Bearer TOKEN` is needed".into();
+            let mut r = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).response();
             r.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
             return r;
         }
@@ -505,10 +501,6 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-fn error(status: StatusCode, code: &str, message: &str, location: &str) -> Response<Full<Bytes>> {
-    json_response(status, &json!({"error": {"code": code, "message": message, "location": location}}))
-}
-
 /// An admin request that failed: status, a stable code, and where in the configuration.
 #[derive(Debug)]
 struct ApiError {
@@ -542,7 +534,8 @@ impl ApiError {
     }
 
     fn response(&self) -> Response<Full<Bytes>> {
-        error(self.status, self.code, &self.message, &self.location)
+        let error = json!({"code": self.code, "message": self.message, "location": self.location});
+        json_response(self.status, &json!({ "error": error }))
     }
 }
 
