@@ -30,7 +30,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 use wasmgate_config::{ConfigError, GatewayConfig};
-use wasmgate_store::{Expect, Kind, Publication, Record, Store, StoreError, layout};
+use wasmgate_store::{Expect, Kind, Publication, Record, Resource, Store, StoreError, layout};
 
 mod keys;
 mod openapi;
@@ -303,9 +303,9 @@ impl Admin {
                 let taken = |id: &str| records.iter().any(|r| r.kind == Kind::Api && r.id == id);
                 let import = openapi::import(document, group, backend, &taken)
                     .map_err(|m| ApiError::invalid("document", m))?;
-                let created: Vec<(Kind, String, Value)> =
+                let created: Vec<Resource> =
                     import.apis.into_iter().map(|(id, api)| (Kind::Api, id, api)).collect();
-                let mut resources: Vec<_> = records.into_iter().map(|r| (r.kind, r.id, r.body)).collect();
+                let mut resources: Vec<_> = records.into_iter().map(Record::into_resource).collect();
                 resources.extend(created.iter().cloned());
                 self.load(&resources).await?;
                 self.store.create_all(&created).await?;
@@ -393,17 +393,17 @@ impl Admin {
     /// removed), exactly as a file would be checked.
     async fn validated(&self, kind: Kind, id: &str, body: Option<&Value>) -> Result<(), ApiError> {
         let (_, records) = self.store.everything().await?;
-        let mut resources: Vec<(Kind, String, Value)> = records
+        let mut resources: Vec<Resource> = records
             .into_iter()
             .filter(|r| !(r.kind == kind && r.id == id))
-            .map(|r| (r.kind, r.id, r.body))
+            .map(Record::into_resource)
             .collect();
         resources.extend(body.map(|b| (kind, id.to_string(), b.clone())));
         self.load(&resources).await
     }
 
     /// Load these resources as a configuration, exactly as a file would be loaded.
-    async fn load(&self, resources: &[(Kind, String, Value)]) -> Result<(), ApiError> {
+    async fn load(&self, resources: &[Resource]) -> Result<(), ApiError> {
         let document = layout::assemble(resources).map_err(|e| ApiError::invalid(&e.at, e.message))?;
         let text = serde_norway::to_string(&document).map_err(|e| ApiError::internal(e.to_string()))?;
         let check = self.check.clone();

@@ -7,7 +7,7 @@
 //! order in a file carries no meaning (routes are matched by specificity). Everything else
 //! comes back as it was stored.
 
-use crate::Kind;
+use crate::{Kind, Resource};
 use serde_json::{Map, Value};
 
 /// The settings resources' ids.
@@ -36,7 +36,7 @@ fn id_of(item: &Value, field: &str, at: String) -> Result<String, LayoutError> {
 }
 
 /// The resources a configuration document is made of.
-pub fn split(config: &Value) -> Result<Vec<(Kind, String, Value)>, LayoutError> {
+pub fn split(config: &Value) -> Result<Vec<Resource>, LayoutError> {
     let Some(top) = config.as_object() else { return fail("config", "is not a mapping") };
     let mut out = Vec::new();
     for (section, value) in top {
@@ -89,7 +89,7 @@ fn list<'a>(value: &'a Value, at: &str) -> Result<&'a [Value], LayoutError> {
 }
 
 /// The configuration document these resources make, in the file's layout.
-pub fn assemble(resources: &[(Kind, String, Value)]) -> Result<Value, LayoutError> {
+pub fn assemble(resources: &[Resource]) -> Result<Value, LayoutError> {
     let mut top = Map::new();
     let mut plugins = Map::new();
     let mut policies = Map::new();

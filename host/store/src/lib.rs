@@ -88,6 +88,9 @@ impl fmt::Display for Kind {
     }
 }
 
+/// A resource as the config layout handles it (see [`layout`]).
+pub type Resource = (Kind, String, Value);
+
 /// One stored resource.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -117,6 +120,12 @@ pub struct Publication {
     pub current: bool,
 }
 
+impl Record {
+    pub fn into_resource(self) -> Resource {
+        (self.kind, self.id, self.body)
+    }
+}
+
 /// What a write expects to find: the optimistic-concurrency check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -128,15 +137,8 @@ pub enum Expect {
     Revision(i64),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 pub struct Store {
     pool: AnyPool,
-    backend: Backend,
 }
 
 fn now_ms() -> i64 {
@@ -148,21 +150,17 @@ impl Store {
     /// `sqlite://PATH` or `postgres://...`.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite://") {
+        let url = if let Some(path) = url.strip_prefix("sqlite://") {
             // `mode=rwc`: create the file on first use.
-            (Backend::Sqlite, format!("sqlite://{path}?mode=rwc"))
+            format!("sqlite://{path}?mode=rwc")
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            (Backend::Postgres, url.to_string())
+            url.to_string()
         } else {
             return Err(StoreError::Url(url.to_string()));
         };
         let pool = AnyPoolOptions::new().max_connections(8).connect(&url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, backend })
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
+        Ok(Store { pool })
     }
 
     /// Changes whenever anything is written; compare to see whether to reload.
@@ -241,7 +239,7 @@ impl Store {
     }
 
     /// Create all of these or, if any exists, none.
-    pub async fn create_all(&self, resources: &[(Kind, String, Value)]) -> Result<(), StoreError> {
+    pub async fn create_all(&self, resources: &[Resource]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
         for (kind, id, body) in resources {
             put_in(&mut tx, *kind, id, body, Expect::Absent).await?;
@@ -271,7 +269,7 @@ impl Store {
     /// publications stay in the history.
     pub async fn replace_all(
         &self,
-        resources: &[(Kind, String, Value)],
+        resources: &[Resource],
         publish: &[(String, String, Value)],
         description: &str,
     ) -> Result<(), StoreError> {
@@ -406,10 +404,10 @@ impl Store {
     /// What gateways serve, as resources for [`layout::assemble`]: every resource but the
     /// API drafts, and for each API the publication each environment serves, marked as
     /// published in that environment only.
-    pub async fn served_resources(&self) -> Result<Vec<(Kind, String, Value)>, StoreError> {
+    pub async fn served_resources(&self) -> Result<Vec<Resource>, StoreError> {
         let (_, records) = self.everything().await?;
         let mut resources: Vec<_> =
-            records.into_iter().filter(|r| r.kind != Kind::Api).map(|r| (r.kind, r.id, r.body)).collect();
+            records.into_iter().filter(|r| r.kind != Kind::Api).map(Record::into_resource).collect();
         resources.extend(
             self.served()
                 .await?

@@ -60,7 +60,7 @@ pub async fn read_config(store: &Store, origin: &str) -> Result<GatewayConfig> {
 /// file.
 pub async fn export(store: &Store) -> Result<String> {
     let (_, records) = store.everything().await?;
-    let resources: Vec<_> = records.into_iter().map(|r| (r.kind, r.id, r.body)).collect();
+    let resources: Vec<_> = records.into_iter().map(wasmgate_store::Record::into_resource).collect();
     Ok(serde_norway::to_string(&layout::assemble(&resources)?)?)
 }
 
