@@ -456,3 +456,101 @@ async fn resetting_a_credential_replaces_its_keys() {
     assert_eq!(call(new_code).await, 200);
     assert_eq!(admin.call("POST", "/credentials/nobody/reset", &[], None).await.status, 404);
 }
+
+#[tokio::test]
+async fn debug_calls_an_unpublished_api_and_traces_each_policy() {
+    let gw = gateway();
+    let admin = Admin::of(&gw);
+    let upstream = common::Upstream::start().await;
+    let api = json!({"group": "g", "path": "/dbg", "backend": {"http": {"url": upstream.url()}}, "policies": [
+        {"plugin": "access-control", "config": {"ip": {"allow": ["127.0.0.0/8"]}}},
+        {"plugin": "throttling", "config": {"api_limit": 1, "unit": "hour", "algorithm": "local"}},
+        {"plugin": "response-headers", "config": {"response_headers": [{"name": "x-debugged", "value": "yes", "action": "override"}]}},
+    ]});
+    assert_eq!(admin.put("/apis/dbg", &[], api).await.status, 201);
+    let debug = |body: Value| admin.call("POST", "/apis/dbg/debug", &[], Some(body));
+
+    let r =
+        debug(json!({"method": "POST", "path": "/dbg?x=1", "headers": {"x-client": "c"}, "body": "hello"}))
+            .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let report = r.json();
+    let response = &report["response"];
+    assert_eq!(response["status"], 200, "{report}");
+    assert!(response["headers"].as_array().unwrap().contains(&json!(["x-debugged", "yes"])), "{report}");
+    let echo: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&echo["method"], &echo["query"], &echo["body"]),
+        (&json!("POST"), &json!("x=1"), &json!("hello"))
+    );
+    assert_eq!(echo["headers"]["x-client"], "c");
+
+    let trace = &report["trace"];
+    assert_eq!((trace["api"].as_str(), trace["environment"].as_str()), (Some("dbg"), Some("RELEASE")));
+    let steps = trace["steps"].as_array().unwrap();
+    let summary: Vec<(&str, &str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (s["plugin"].as_str().unwrap(), s["phase"].as_str().unwrap(), s["decision"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("access-control", "request", "continue"),
+            ("throttling", "request", "continue"),
+            ("response-headers", "response", "continue"),
+        ],
+        "{trace}"
+    );
+    assert_eq!(steps[2]["declared"], true);
+    assert_eq!(steps[2]["changes"], json!(["set header x-debugged: yes"]));
+    assert!(steps.iter().all(|s| s["micros"].is_u64()));
+    // The backend request as sent: the gateway's own headers added, the client's kept.
+    let backend = &trace["backend"];
+    assert_eq!((backend["kind"].as_str(), backend["method"].as_str()), (Some("http"), Some("POST")));
+    assert_eq!(backend["url"].as_str().unwrap(), format!("{}/dbg?x=1", upstream.url()));
+    let sent = backend["headers"].as_array().unwrap();
+    for name in ["x-client", "x-request-id", "x-forwarded-for"] {
+        assert!(sent.iter().any(|h| h[0] == name), "{name} not in {backend}");
+    }
+    assert_eq!((backend["status"].as_u64(), backend["outcome"].as_str()), (Some(200), Some("responded")));
+    assert_eq!(upstream.hits(), 1);
+
+    // The second call is over the limit: the throttling policy answers, the backend is not
+    // called, and the response phase still runs.
+    let report = debug(json!({"path": "/dbg"})).await.json();
+    assert_eq!(report["response"]["status"], 429, "{report}");
+    let steps = report["trace"]["steps"].as_array().unwrap();
+    assert_eq!((&steps[1]["decision"], &steps[1]["status"]), (&json!("respond"), &json!(429)), "{report}");
+    assert_eq!(report["trace"]["backend"]["kind"], "not_called");
+    assert_eq!(upstream.hits(), 1);
+
+    // From a client the ACL refuses: only the first policy ran.
+    let report = debug(json!({"path": "/dbg", "client_ip": "203.0.113.9"})).await.json();
+    let steps = report["trace"]["steps"].as_array().unwrap();
+    assert_eq!(report["response"]["status"], 403, "{report}");
+    let plugins: Vec<&str> = steps.iter().map(|s| s["plugin"].as_str().unwrap()).collect();
+    // The declared headers go on every response, the ACL's answer too.
+    assert_eq!(plugins, ["access-control", "response-headers"], "{report}");
+    assert_eq!(steps[0]["decision"], "respond");
+
+    // A path the API does not serve: no route, no steps.
+    let report = debug(json!({"path": "/elsewhere"})).await.json();
+    assert_eq!((report["response"]["status"].as_u64(), &report["trace"]["api"]), (Some(404), &Value::Null));
+
+    // Debugging published nothing.
+    assert_eq!(HttpClient::default().get(&gw.url("/dbg"), &[]).await.status, 404);
+    // Bad calls name what is wrong.
+    let r = debug(json!({"path": "dbg"})).await;
+    assert_eq!((r.status, r.json()["error"]["location"].as_str()), (422, Some("path")));
+    let r = debug(json!({"path": "/dbg", "headers": {"x-a": 1}})).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["location"].as_str()),
+        (422, Some("headers.x-a")),
+        "{:?}",
+        r.body
+    );
+    let r = admin.call("POST", "/apis/nope/debug", &[], Some(json!({"path": "/"}))).await;
+    assert_eq!(r.status, 404);
+}

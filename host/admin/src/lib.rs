@@ -30,16 +30,21 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 use wasmgate_config::{ConfigError, GatewayConfig};
+use wasmgate_proxy::Snapshot;
 use wasmgate_store::{Expect, Kind, Publication, Record, Resource, Store, StoreError, layout};
 
+mod debug;
 mod keys;
 mod openapi;
 
 pub use keys::credential_keys;
 
-/// The gateway's check of a whole configuration, beyond parsing (plugins' own config
-/// checks). Runs on a blocking thread.
-pub type Check = Arc<dyn Fn(&GatewayConfig) -> Result<(), ConfigError> + Send + Sync>;
+/// What the admin API needs from the gateway it runs in. Called on blocking threads.
+pub trait Gateway: Send + Sync + 'static {
+    /// Build what `wasmgate run` would serve from this configuration: plugins compiled and
+    /// their configs checked by the plugins themselves.
+    fn build(&self, config: &GatewayConfig) -> Result<Snapshot, ConfigError>;
+}
 
 const TOKEN_KEY: &str = "admin_token_sha256";
 /// Larger request bodies are refused (a plugin policy's content is at most 64 KiB).
@@ -50,7 +55,7 @@ const ORIGIN: &str = "admin API";
 
 pub struct Admin {
     store: Arc<Store>,
-    check: Check,
+    gateway: Arc<dyn Gateway>,
     token_sha256: [u8; 32],
 }
 
@@ -82,8 +87,8 @@ fn parse_hash(stored: &str) -> Result<[u8; 32], StoreError> {
 }
 
 impl Admin {
-    pub fn new(store: Arc<Store>, check: Check, token_sha256: [u8; 32]) -> Arc<Admin> {
-        Arc::new(Admin { store, check, token_sha256 })
+    pub fn new(store: Arc<Store>, gateway: Arc<dyn Gateway>, token_sha256: [u8; 32]) -> Arc<Admin> {
+        Arc::new(Admin { store, gateway, token_sha256 })
     }
 
     /// Serve until the task is dropped.
@@ -242,6 +247,10 @@ impl Admin {
                 self.check_served(Some((id, env, None))).await?;
                 self.store.unpublish(id, env).await?;
                 Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).unwrap())
+            }
+            (Method::POST, ["debug"]) => {
+                let call = debug::DebugCall::parse(read_json(req).await?)?;
+                self.debug(id, call).await
             }
             (method, _) => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -402,18 +411,60 @@ impl Admin {
         self.load(&resources).await
     }
 
+    /// `POST /apis/{id}/debug`: serve one request with the API's current definition (its
+    /// draft, published or not) in the environment asked for, and the rest of the
+    /// configuration as stored, on a snapshot of its own; nothing is published.
+    async fn debug(&self, id: &str, call: debug::DebugCall) -> Result<Response<Full<Bytes>>, ApiError> {
+        let (_, records) = self.store.everything().await?;
+        if !records.iter().any(|r| r.kind == Kind::Api && r.id == id) {
+            return Err(StoreError::NotFound { kind: Kind::Api, id: id.into() }.into());
+        }
+        let only_this_api = records.into_iter().filter(|r| r.kind != Kind::Api || r.id == id);
+        let mut config = self.parse(&only_this_api.map(Record::into_resource).collect::<Vec<_>>()).await?;
+        let default_environment = config.gateway.environment.clone();
+        let environment = call.environment.clone().unwrap_or_else(|| default_environment.clone());
+        let mut host = "localhost".to_string();
+        for group in &mut config.groups {
+            for api in &mut group.apis {
+                api.environments = Some(vec![environment.clone()]);
+                if let Some(domain) = group.domains.first() {
+                    host = domain.name.clone();
+                }
+            }
+        }
+        let stage = (environment != default_environment).then_some(environment.as_str());
+        let request = call.request(&host, stage)?;
+        let snapshot = self.build(config).await?;
+        let state = Arc::new(wasmgate_proxy::ProxyState::new(snapshot));
+        let client = std::net::SocketAddr::new(call.client_ip, 0);
+        let response = wasmgate_proxy::debug::call(state, request, client)
+            .await
+            .map_err(|e| ApiError::internal(format!("the debug call failed: {e}")))?;
+        Ok(json_response(StatusCode::OK, &debug::report(&environment, &response)))
+    }
+
     /// Load these resources as a configuration, exactly as a file would be loaded.
     async fn load(&self, resources: &[Resource]) -> Result<(), ApiError> {
+        let config = self.parse(resources).await?;
+        self.build(config).await.map(drop)
+    }
+
+    /// Parse these resources as a config file's text.
+    async fn parse(&self, resources: &[Resource]) -> Result<GatewayConfig, ApiError> {
         let document = layout::assemble(resources).map_err(|e| ApiError::invalid(&e.at, e.message))?;
         let text = serde_norway::to_string(&document).map_err(|e| ApiError::internal(e.to_string()))?;
-        let check = self.check.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let config = GatewayConfig::parse(&text, Path::new(ORIGIN))?;
-            check(&config)
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-        result.map_err(|e| ApiError::invalid(&e.location, e.message))
+        let parsed = tokio::task::spawn_blocking(move || GatewayConfig::parse(&text, Path::new(ORIGIN)))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        parsed.map_err(ApiError::from)
+    }
+
+    async fn build(&self, config: GatewayConfig) -> Result<Snapshot, ApiError> {
+        let gateway = self.gateway.clone();
+        let built = tokio::task::spawn_blocking(move || gateway.build(&config))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        built.map_err(ApiError::from)
     }
 }
 
@@ -431,9 +482,10 @@ pub const COLLECTIONS: [(&str, Kind); 8] = [
 ];
 
 /// The publishing routes ([`Admin::lifecycle`]) and their methods, for the description's test.
-pub const LIFECYCLE: [(&str, &[&str]); 4] = [
+pub const LIFECYCLE: [(&str, &[&str]); 5] = [
     ("/credentials/{id}/reset", &["post"]),
     ("/apis/{id}/publications", &["get", "post"]),
+    ("/apis/{id}/debug", &["post"]),
     ("/apis/{id}/deployments/{environment}", &["delete", "put"]),
     ("/groups/{id}/openapi", &["get", "post"]),
 ];
@@ -536,6 +588,12 @@ impl ApiError {
     fn response(&self) -> Response<Full<Bytes>> {
         let error = json!({"code": self.code, "message": self.message, "location": self.location});
         json_response(self.status, &json!({ "error": error }))
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> ApiError {
+        ApiError::invalid(&e.location, e.message)
     }
 }
 

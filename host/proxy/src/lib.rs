@@ -6,12 +6,14 @@
 
 pub mod backend;
 pub mod body;
+pub mod debug;
 pub mod error;
 pub mod pipeline;
 pub mod policy;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod trace;
 
 use arc_swap::ArcSwap;
 use backend::Backend;
@@ -47,6 +49,8 @@ pub struct Connection {
     pub peer: std::net::SocketAddr,
     pub listener: Arc<ListenerSettings>,
     pub tls: Option<tls::TlsSession>,
+    /// Set on the admin API's debug calls: the requests on it record what they did.
+    pub trace: Option<Arc<trace::Trace>>,
 }
 
 impl Connection {

@@ -5,6 +5,7 @@ use crate::backend::{self, Backend, HttpBackend};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::policy::*;
+use crate::trace::{BackendTrace, Trace};
 use crate::{Api, Connection, OnError, ProxyState};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -166,6 +167,10 @@ pub async fn handle(
     }
     let api: Arc<Api> = found.value.clone();
     let method_matched = found.method_matched;
+    let trace = conn.trace.as_deref();
+    if let Some(t) = trace {
+        t.routed(&api.route.api_id, &api.route.environment, api.chain.has_log_phase);
+    }
     let (mut parts, body) = req.into_parts();
     // HTTP/2 carries the host in `:authority`; give policies the `Host` header an HTTP/1.1
     // request would have had (signatures cover it).
@@ -229,7 +234,12 @@ pub async fn handle(
     let mut backend_override: Option<BackendTarget> = None;
     let mut response_ops: Vec<HeaderOp> = Vec::new();
     for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
-        match b.policy.on_request(&ex.view(&api.route)).await {
+        let traced = trace.map(|t| (t, Instant::now()));
+        let result = b.policy.on_request(&ex.view(&api.route)).await;
+        if let Some((t, at)) = traced {
+            t.request_step(b, &result, at.elapsed());
+        }
+        match result {
             Ok(RequestAction::Continue(changes)) => {
                 for op in changes.headers {
                     op.apply(&mut ex.headers);
@@ -275,11 +285,14 @@ pub async fn handle(
     let backend_start = Instant::now();
     let (mut response, outcome) = match early {
         Some(r) => (r, BackendOutcome::NotCalled),
-        None => call_backend(&state, &api, &mut ex, backend_override, request_body).await,
+        None => call_backend(&state, &api, &mut ex, backend_override, request_body, trace).await,
     };
     let backend_latency = backend_start.elapsed();
     backend::strip_hop_by_hop(response.headers_mut());
     // Header operations declared at load, then those decided in the request phase.
+    if let Some(t) = trace {
+        t.declared_headers(&chain.bindings);
+    }
     for op in chain.fixed_response_headers.iter().cloned().chain(response_ops) {
         op.apply(response.headers_mut());
     }
@@ -318,7 +331,12 @@ pub async fn handle(
                 backend_latency,
                 body: response_prefix.as_deref(),
             };
-            match b.policy.on_response(&ex.view(&api.route), &view).await {
+            let traced = trace.map(|t| (t, Instant::now()));
+            let result = b.policy.on_response(&ex.view(&api.route), &view).await;
+            if let Some((t, at)) = traced {
+                t.response_step(b, &result, at.elapsed());
+            }
+            match result {
                 Ok(ResponseAction::Continue(changes)) => {
                     if let Some(s) = changes.status {
                         *response.status_mut() = s;
@@ -357,6 +375,7 @@ pub async fn handle(
             request_size,
             request_body_truncated,
             response_body_truncated,
+            trace: conn.trace.clone(),
         };
         let (parts, body) = response.into_parts();
         let body = body.observed(move |sent| {
@@ -384,6 +403,7 @@ struct LogRecord {
     request_size: u64,
     request_body_truncated: bool,
     response_body_truncated: bool,
+    trace: Option<Arc<Trace>>,
 }
 
 impl LogRecord {
@@ -406,9 +426,17 @@ impl LogRecord {
                 request_body_truncated: self.request_body_truncated,
                 response_body_truncated: self.response_body_truncated,
             };
-            if let Err(e) = b.policy.on_log(&entry).await {
+            let traced = self.trace.as_ref().map(|t| (t, Instant::now()));
+            let result = b.policy.on_log(&entry).await;
+            if let Some((t, at)) = traced {
+                t.log_step(b, &result, at.elapsed());
+            }
+            if let Err(e) = result {
                 warn!(api = %self.api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "log phase failed");
             }
+        }
+        if let Some(t) = &self.trace {
+            t.log_finished();
         }
     }
 }
@@ -427,6 +455,7 @@ async fn call_backend(
     ex: &mut Exchange,
     target: Option<BackendTarget>,
     body: GatewayBody,
+    trace: Option<&Trace>,
 ) -> (Response<GatewayBody>, BackendOutcome) {
     let fallback;
     let http = match (&target, &api.backend) {
@@ -448,6 +477,9 @@ async fn call_backend(
         }
         (None, Backend::Http(h)) => h,
         (None, Backend::Mock(reply)) => {
+            if let Some(t) = trace {
+                t.backend(BackendTrace::Mock { status: reply.status.as_u16() });
+            }
             return (Backend::mock_response(reply), BackendOutcome::NotCalled);
         }
     };
@@ -484,13 +516,22 @@ async fn call_backend(
     *upstream.method_mut() = ex.method.clone();
     *upstream.uri_mut() = uri;
     *upstream.headers_mut() = headers;
+    let traced = trace.map(|t| {
+        t.backend_sent(upstream.method(), upstream.uri(), upstream.headers());
+        (t, Instant::now())
+    });
 
-    match tokio::time::timeout(http.timeout, state.client.request(upstream)).await {
+    let (response, outcome) = match tokio::time::timeout(http.timeout, state.client.request(upstream)).await {
         Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
         Ok(Err(e)) => {
             warn!(api = %api.route.api_id, error = %e, "backend request failed");
             (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)
         }
         Err(_) => (GatewayError::BackendTimeout.to_response(&ex.request_id), BackendOutcome::TimedOut),
+    };
+    if let Some((t, at)) = traced {
+        let answer = (outcome == BackendOutcome::Responded).then(|| response.status());
+        t.backend_answered(answer, outcome, at.elapsed());
     }
+    (response, outcome)
 }

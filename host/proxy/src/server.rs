@@ -51,12 +51,12 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     if settings.tls.is_none() {
-                        let conn = Connection { peer, listener: settings, tls: None };
+                        let conn = Connection { peer, listener: settings, tls: None, trace: None };
                         return serve_connection(&builder, watcher, stream, state, conn).await;
                     }
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept_tls(&state, &settings, stream)).await {
                         Ok(Ok((stream, session))) => {
-                            let conn = Connection { peer, listener: settings, tls: Some(session) };
+                            let conn = Connection { peer, listener: settings, tls: Some(session), trace: None };
                             serve_connection(&builder, watcher, stream, state, conn).await
                         }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
@@ -93,6 +93,23 @@ async fn accept_tls(
     Ok((stream, session))
 }
 
+/// The pipeline as a hyper service for the requests of one connection.
+pub(crate) fn service(
+    state: Arc<ProxyState>,
+    conn: Connection,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::body::GatewayBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<crate::body::GatewayBody>, Infallible>> + Send,
+> + Clone {
+    let conn = Arc::new(conn);
+    service_fn(move |req| {
+        let (state, conn) = (state.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(handle(state, req, &conn).await) }
+    })
+}
+
 async fn serve_connection<S>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -102,12 +119,7 @@ async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
-        let (state, conn) = (state.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(handle(state, req, &conn).await) }
-    });
-    let serving = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+    let serving = builder.serve_connection(TokioIo::new(stream), service(state, conn)).into_owned();
     if let Err(e) = watcher.watch(serving).await {
         debug!(error = %e, "connection ended with an error");
     }

@@ -301,11 +301,8 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
             .await
             .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
         announce(&format!("wasmgate admin on http://{}", listener.local_addr()?));
-        let (runtime, dir) = (runtime.clone(), plugin_dir.clone());
-        let check: wasmgate_admin::Check = Arc::new(move |cfg: &GatewayConfig| {
-            snapshot::build(cfg, Path::new("admin API"), &runtime, &dir).map(drop)
-        });
-        tokio::spawn(wasmgate_admin::Admin::new(store.clone(), check, hash).serve(listener));
+        let gateway = Arc::new(AdminGateway { runtime: runtime.clone(), plugin_dir: plugin_dir.clone() });
+        tokio::spawn(wasmgate_admin::Admin::new(store.clone(), gateway, hash).serve(listener));
     }
     announce("wasmgate ready");
     info!(
@@ -347,6 +344,21 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
     let caps = reload.runtime.capabilities().clone();
     let _ = tokio::task::spawn_blocking(move || caps.log_sinks.flush(Duration::from_secs(5))).await;
     Ok(())
+}
+
+/// The admin API's view of this gateway: it builds snapshots exactly as serving does.
+struct AdminGateway {
+    runtime: Arc<PluginRuntime>,
+    plugin_dir: PathBuf,
+}
+
+impl wasmgate_admin::Gateway for AdminGateway {
+    fn build(
+        &self,
+        config: &GatewayConfig,
+    ) -> Result<wasmgate_proxy::Snapshot, wasmgate_config::ConfigError> {
+        snapshot::build(config, Path::new("admin API"), &self.runtime, &self.plugin_dir)
+    }
 }
 
 /// A line on stdout for whoever started the gateway. Nobody may be reading any more (a
