@@ -554,3 +554,73 @@ async fn debug_calls_an_unpublished_api_and_traces_each_policy() {
     let r = admin.call("POST", "/apis/nope/debug", &[], Some(json!({"path": "/"}))).await;
     assert_eq!(r.status, 404);
 }
+
+#[tokio::test]
+async fn uploaded_plugins_are_checked_shared_through_the_store_and_served() {
+    let gw = gateway();
+    let admin = Admin::of(&gw);
+    let upload = |name: &str, bytes: Vec<u8>| {
+        let url = format!("http://{}/plugins/{name}/component", gw.admin.unwrap());
+        let auth = format!("Bearer {}", admin.token);
+        async move {
+            let headers = [("authorization", auth.as_str()), ("content-type", "application/wasm")];
+            HttpClient::default().send_bytes("PUT", &url, &headers, bytes).await
+        }
+    };
+    // Not a component, or a core module: refused, saying why; nothing is created.
+    for bytes in [b"not wasm".to_vec(), b"\0asm\x01\0\0\0".to_vec()] {
+        let r = upload("mine", bytes).await;
+        let error = &r.json()["error"];
+        assert_eq!((r.status, error["location"].as_str()), (422, Some("component")), "{:?}", r.body);
+        assert!(error["message"].as_str().unwrap().contains("not a valid plugin component"), "{error}");
+    }
+    assert_eq!(admin.get("/plugins/mine").await.status, 404);
+
+    // The response-headers plugin's component, uploaded as a custom plugin.
+    let component =
+        std::fs::read(common::plugin_dir().join("wasmgate_plugin_response_headers.wasm")).unwrap();
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&component));
+    let r = upload("mine", component.clone()).await;
+    assert_eq!((r.status, r.json()["body"]["sha256"].as_str()), (201, Some(sha256.as_str())), "{:?}", r.body);
+    let headers = json!([{"name": "x-mine", "value": "uploaded", "action": "override"}]);
+    let api = json!({"group": "g", "path": "/a", "backend": {"mock": {"body": "one"}},
+                     "policies": [{"plugin": "mine", "config": {"response_headers": headers}}]});
+    assert_eq!(admin.put("/apis/a", &[], api).await.status, 200);
+    assert_eq!(admin.publish("a", "RELEASE", "with mine").await.status, 201);
+    let served = || async { HttpClient::default().get(&gw.url("/a"), &[]).await };
+    let since = Instant::now();
+    while served().await.header("x-mine") != Some("uploaded") {
+        assert!(since.elapsed() < Duration::from_secs(5), "the uploaded plugin is not served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Another component whose check refuses the binding's config (CORS has no
+    // `response_headers`): refused, and the plugin keeps the component it had.
+    let cors = std::fs::read(common::plugin_dir().join("wasmgate_plugin_cors.wasm")).unwrap();
+    let r = upload("mine", cors).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(admin.get("/plugins/mine").await.json()["body"]["sha256"], json!(sha256));
+
+    // A second gateway whose cache lacks the component fetches it from the store.
+    let cache = common::repo_root().join("target/test-plugin-cache/uploaded");
+    std::fs::remove_file(cache.join(format!("{sha256}.wasm"))).unwrap();
+    let second = Gateway::start_from_store(&gw.store_url().unwrap());
+    let r = HttpClient::default().get(&second.url("/a"), &[]).await;
+    assert_eq!((r.status, r.header("x-mine")), (200, Some("uploaded")), "{:?}", r.body);
+    assert_eq!(std::fs::read(cache.join(format!("{sha256}.wasm"))).unwrap(), component);
+
+    // Export names the component by its hash; importing the file into another store takes
+    // the component along.
+    let dir = common::temp_dir();
+    let file = dir.join("exported.yaml");
+    let out =
+        wasmgate().args(["export", "--store", &gw.store_url().unwrap(), "-o"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&sha256));
+    let other = format!("sqlite://{}", dir.join("other.db").display());
+    let out = wasmgate().args(["import", "--store", &other, "-c"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(cache.join(format!("{sha256}.wasm"))).unwrap();
+    let third = Gateway::start_from_store(&other);
+    assert_eq!(HttpClient::default().get(&third.url("/a"), &[]).await.header("x-mine"), Some("uploaded"));
+}

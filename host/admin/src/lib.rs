@@ -8,13 +8,15 @@
 //! revision as `ETag`; `If-Match` makes a write conditional on it and `If-None-Match: *`
 //! makes a `PUT` create-only (412 when the condition fails).
 //!
-//! Publishing (`/apis/{id}/publications`, `/apis/{id}/deployments/{env}`) and OpenAPI 3.0
-//! import/export per group (`/groups/{id}/openapi`, `openapi.rs`) are described in
-//! `openapi.json`, like everything else.
+//! Publishing (`/apis/{id}/publications`, `/apis/{id}/deployments/{env}`), debugging an API
+//! (`/apis/{id}/debug`, `debug.rs`), uploading a plugin component
+//! (`/plugins/{name}/component`) and OpenAPI 3.0 import/export per group
+//! (`/groups/{id}/openapi`, `openapi.rs`) are described in `openapi.json`, like everything
+//! else.
 //!
 //! A write is accepted only if the whole configuration it leads to loads: it is assembled
-//! and parsed exactly like a file, then handed to the gateway's own check (plugins validate
-//! their configs), so the admin API cannot store what `wasmgate run` would refuse.
+//! and parsed exactly like a file, then built by the gateway ([`Gateway::build`]: plugins
+//! validate their configs), so the admin API cannot store what `wasmgate run` would refuse.
 //!
 //! Every request needs `Authorization: Bearer TOKEN`. The token is made on first start and
 //! only its SHA-256 is stored; it is never logged.
@@ -44,14 +46,22 @@ pub trait Gateway: Send + Sync + 'static {
     /// Build what `wasmgate run` would serve from this configuration: plugins compiled and
     /// their configs checked by the plugins themselves.
     fn build(&self, config: &GatewayConfig) -> Result<Snapshot, ConfigError>;
+
+    /// Accept an uploaded plugin component if it is one this gateway can run (it compiles,
+    /// links, exports the policy interface) and keep it where `build` finds it by its
+    /// SHA-256, which is returned. The error says what is wrong with it.
+    fn install_component(&self, bytes: &[u8]) -> Result<String, String>;
 }
 
 const TOKEN_KEY: &str = "admin_token_sha256";
 /// Larger request bodies are refused (a plugin policy's content is at most 64 KiB).
 const MAX_BODY: usize = 1 << 20;
 const MAX_PAGE: u32 = 500;
+/// Uploaded plugin components are refused above this size (interpreters built into a
+/// component, like Python's, take tens of MiB).
+const MAX_COMPONENT: usize = 64 << 20;
 /// How errors name a configuration that came through the admin API.
-const ORIGIN: &str = "admin API";
+pub const ORIGIN: &str = "admin API";
 
 pub struct Admin {
     store: Arc<Store>,
@@ -146,6 +156,12 @@ impl Admin {
         {
             let id = id.to_string();
             return self.reset_keys(&id).await;
+        }
+        if let ["plugins", name, "component"] = &segments[..]
+            && req.method() == Method::PUT
+        {
+            let name = name.to_string();
+            return self.upload(req, &name).await;
         }
         if let ["groups", group, "openapi"] = &segments[..] {
             let group = group.to_string();
@@ -275,6 +291,31 @@ impl Admin {
         self.validated(Kind::Credential, id, Some(&body)).await?;
         let record = self.store.put(Kind::Credential, id, &body, Expect::Revision(current.revision)).await?;
         Ok(resource(StatusCode::OK, &record))
+    }
+
+    /// `PUT /plugins/{name}/component` (the component's bytes): check and compile the
+    /// component, keep it in the store for every gateway, and make plugin `name` use it.
+    /// APIs that bind the plugin are checked with the new component first, their configs
+    /// by the new code.
+    async fn upload(&self, req: Request<Incoming>, name: &str) -> Result<Response<Full<Bytes>>, ApiError> {
+        let expect = precondition(&req)?;
+        let bytes = Limited::new(req.into_body(), MAX_COMPONENT).collect().await.map_err(|e| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the component could not be read (at most {MAX_COMPONENT} bytes): {e}"),
+            )
+        })?;
+        let bytes = bytes.to_bytes();
+        let gateway = self.gateway.clone();
+        let checked = bytes.clone();
+        let installed = tokio::task::spawn_blocking(move || gateway.install_component(&checked))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let sha256 = installed.map_err(|m| ApiError::invalid("component", m))?;
+        let stored = self.store.put_component(&bytes).await?;
+        debug_assert_eq!(stored, sha256);
+        self.put(Kind::Plugin, name, json!({ "sha256": sha256 }), expect).await
     }
 
     /// `GET /groups/{id}/openapi`: the group's APIs as an OpenAPI 3.0 document.
@@ -482,8 +523,9 @@ pub const COLLECTIONS: [(&str, Kind); 8] = [
 ];
 
 /// The publishing routes ([`Admin::lifecycle`]) and their methods, for the description's test.
-pub const LIFECYCLE: [(&str, &[&str]); 5] = [
+pub const LIFECYCLE: [(&str, &[&str]); 6] = [
     ("/credentials/{id}/reset", &["post"]),
+    ("/plugins/{id}/component", &["put"]),
     ("/apis/{id}/publications", &["get", "post"]),
     ("/apis/{id}/debug", &["post"]),
     ("/apis/{id}/deployments/{environment}", &["delete", "put"]),

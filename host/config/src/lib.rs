@@ -237,12 +237,17 @@ impl Default for LogBuffer {
     }
 }
 
-/// A custom plugin: a Wasm component on disk.
+/// A custom plugin: a Wasm component on disk (`path`), or one uploaded through the admin
+/// API (`sha256`: kept in the store, copied by each gateway into its plugin cache).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSource {
     /// Relative paths are resolved against the config file's folder.
-    pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The uploaded component's SHA-256, 64 lower-case hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A set of APIs served on its own domains.
@@ -499,7 +504,7 @@ impl GatewayConfig {
                 *p = base.join(&*p);
             }
         };
-        config.plugins.values_mut().for_each(|source| anchor(&mut source.path));
+        config.plugins.values_mut().filter_map(|source| source.path.as_mut()).for_each(anchor);
         config.gateway.plugin_cache_dir.as_mut().map(anchor);
         config.gateway.outbound_ca.as_mut().map(anchor);
         for c in &mut config.certificates {
@@ -533,9 +538,25 @@ impl GatewayConfig {
                 return err(format!("listeners[{i}]"), format!("{} is listed twice", l.address));
             }
         }
-        for name in self.plugins.keys() {
+        for (name, source) in &self.plugins {
             if BUILTIN_PLUGINS.contains(&name.as_str()) {
                 return err(format!("plugins.{name}"), "this name belongs to a built-in plugin".into());
+            }
+            match (&source.path, &source.sha256) {
+                (Some(_), None) => {}
+                (None, Some(h))
+                    if h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {}
+                (None, Some(h)) => {
+                    return err(
+                        format!("plugins.{name}.sha256"),
+                        format!("`{h}` is not 64 lower-case hex digits"),
+                    );
+                }
+                _ => {
+                    let message =
+                        "give exactly one of `path` (a component file) or `sha256` (an uploaded component)";
+                    return err(format!("plugins.{name}"), message.into());
+                }
             }
         }
         if let Some(r) = &self.gateway.redis {
@@ -1044,7 +1065,22 @@ mod tests {
     #[test]
     fn relative_plugin_paths_resolve_against_the_config_folder() {
         let c = parse(&format!("plugins:\n  mine: {{path: p/mine.wasm}}\n{API}")).unwrap();
-        assert_eq!(c.plugins["mine"].path, Path::new("/etc/wasmgate/p/mine.wasm"));
+        assert_eq!(c.plugins["mine"].path.as_deref(), Some(Path::new("/etc/wasmgate/p/mine.wasm")));
+    }
+
+    #[test]
+    fn a_custom_plugin_is_a_path_or_an_uploaded_sha256() {
+        let hash = "ab".repeat(32);
+        let c = parse(&format!("plugins:\n  up: {{sha256: {hash}}}\n{API}")).unwrap();
+        assert_eq!((c.plugins["up"].path.as_ref(), c.plugins["up"].sha256.as_deref()), (None, Some(&*hash)));
+        for (source, location, message) in [
+            ("{}", "plugins.up", "exactly one of `path`"),
+            (&format!("{{path: a.wasm, sha256: {hash}}}"), "plugins.up", "exactly one of `path`"),
+            ("{sha256: ABC}", "plugins.up.sha256", "64 lower-case hex digits"),
+        ] {
+            let e = parse(&format!("plugins:\n  up: {source}\n{API}")).unwrap_err();
+            assert!(e.location == location && e.message.contains(message), "{source}: {e}");
+        }
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub enum RuntimeError {
     Invalid { path: PathBuf, reason: String },
     #[error("cannot start the plugin runtime: {0}")]
     Engine(String),
+    #[error("cannot keep uploaded plugin components: {0}")]
+    Uploads(String),
 }
 
 /// Per-store state: WASI (no files, sockets, env or args), limits, and who is calling.
@@ -251,6 +253,45 @@ impl PluginRuntime {
             }
         }
         Ok(component)
+    }
+
+    /// Where this node keeps a component uploaded through the admin API, named by its
+    /// SHA-256 (hex): in the plugin cache, beside the precompiled files.
+    pub fn uploaded_path(&self, sha256: &str) -> Result<PathBuf, RuntimeError> {
+        let Some(dir) = &self.cache_dir else {
+            return Err(RuntimeError::Uploads(
+                "no plugin cache directory: set gateway.plugin_cache_dir".into(),
+            ));
+        };
+        Ok(dir.join("uploaded").join(format!("{sha256}.wasm")))
+    }
+
+    /// Keep an uploaded component at [`Self::uploaded_path`] once it has proved to be a
+    /// plugin this gateway can run: it compiles, imports nothing the gateway does not
+    /// provide and exports the policy interface. Returns its SHA-256.
+    pub fn install(self: &Arc<Self>, bytes: &[u8]) -> Result<String, RuntimeError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let path = self.uploaded_path(&sha256)?;
+        if path.exists() {
+            return Ok(sha256);
+        }
+        let failed = |e: std::io::Error| RuntimeError::Uploads(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(path.parent().expect("in a folder")).map_err(failed)?;
+        // Checked under a temporary name and renamed: a file at the final path is always
+        // whole and valid.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(failed)?;
+        const UPLOADED: &str = "the uploaded component";
+        let checked = self.load(&tmp).and_then(|c| self.pool_builder(UPLOADED, &c, 1 << 20).map(drop));
+        let checked = checked.map_err(|e| match e {
+            RuntimeError::Invalid { reason, .. } => RuntimeError::Invalid { path: UPLOADED.into(), reason },
+            e => e,
+        });
+        let kept = checked.and_then(|()| std::fs::rename(&tmp, &path).map_err(failed));
+        if kept.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        kept.map(|()| sha256)
     }
 
     /// Start a pool for one plugin component and memory cap; add its bindings, then build.

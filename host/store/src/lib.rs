@@ -14,7 +14,10 @@
 
 pub mod layout;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 use std::fmt;
@@ -284,6 +287,43 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Keep an uploaded plugin component; returns its SHA-256 in hex, the name a plugin's
+    /// `sha256` gives it. The same bytes stored twice are kept once.
+    pub async fn put_component(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        sqlx::query(
+            "INSERT INTO components (sha256, size, created_at_ms, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(&sha256)
+        .bind(bytes.len() as i64)
+        .bind(now_ms())
+        .bind(BASE64.encode(bytes))
+        .execute(&self.pool)
+        .await?;
+        Ok(sha256)
+    }
+
+    /// An uploaded component's bytes, checked against their hash.
+    pub async fn component(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let not_found = || StoreError::NotFound { kind: Kind::Plugin, id: format!("component {sha256}") };
+        let row = sqlx::query("SELECT body FROM components WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(not_found)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            kind: Kind::Plugin,
+            id: format!("component {sha256}"),
+            reason,
+        };
+        let bytes = BASE64.decode(row.try_get::<String, _>(0)?).map_err(|e| corrupt(e.to_string()))?;
+        if hex::encode(Sha256::digest(&bytes)) != sha256 {
+            return Err(corrupt("its bytes do not match its SHA-256".into()));
+        }
+        Ok(bytes)
     }
 
     /// A value the gateway keeps for itself (not part of the configuration).

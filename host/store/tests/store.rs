@@ -39,7 +39,20 @@ on_both!(
     replace_all_leaves_exactly_what_it_was_given,
     meta_values_are_set_once_and_survive_imports,
     publications_keep_ten_and_roll_back,
+    components_are_kept_by_their_hash,
 );
+
+async fn components_are_kept_by_their_hash(store: Store) {
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let hash = store.put_component(&bytes).await.unwrap();
+    assert_eq!(hash.len(), 64);
+    assert_eq!(store.put_component(&bytes).await.unwrap(), hash, "the same bytes, the same name");
+    assert_eq!(store.component(&hash).await.unwrap(), bytes);
+    let other = store.put_component(b"other").await.unwrap();
+    assert_ne!(other, hash);
+    assert_eq!(store.component(&other).await.unwrap(), b"other");
+    assert!(matches!(store.component(&"0".repeat(64)).await, Err(StoreError::NotFound { .. })));
+}
 
 async fn resources_are_created_read_updated_and_deleted(store: Store) {
     let body = json!({"id": "g1", "domains": ["api.example.com"], "note": "ünïcode"});

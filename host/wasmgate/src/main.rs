@@ -144,12 +144,13 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Import { config, store, plugins } => {
-            check(&config, &plugins)?;
+            let runtime = check(&config, &plugins)?;
             let text = std::fs::read_to_string(&config)?;
             let declared = GatewayConfig::parse_declared(&text, &config)?;
             let url = store.map_or_else(store::default_url, Ok)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let count = rt.block_on(async { store::import(&*store::open(&url).await?, &declared).await })?;
+            let count =
+                rt.block_on(async { store::import(&*store::open(&url).await?, &declared, &runtime).await })?;
             println!("{}: imported into {} ({count} resources)", config.display(), store::redacted(&url));
             Ok(())
         }
@@ -186,12 +187,12 @@ fn main() -> Result<()> {
 }
 
 /// Load a config file and build a snapshot from it (plugins check their own configs): all a
-/// config must pass before it is served or stored.
-fn check(config: &Path, plugins: &PluginArgs) -> Result<()> {
+/// config must pass before it is served or stored. Returns the runtime that built it.
+fn check(config: &Path, plugins: &PluginArgs) -> Result<Arc<PluginRuntime>> {
     let cfg = GatewayConfig::load(config)?;
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
     drop(snapshot::build(&cfg, config, &runtime, &plugins.dir())?);
-    Ok(())
+    Ok(runtime)
 }
 
 /// Where the configuration comes from.
@@ -205,6 +206,14 @@ impl Source {
         match self {
             Source::File(path) => Ok(GatewayConfig::load(path)?),
             Source::Store { store, origin } => store::read_config(store, origin).await,
+        }
+    }
+
+    /// Bring the components uploaded to the store that `cfg` uses into the plugin cache.
+    async fn fetch_components(&self, cfg: &GatewayConfig, runtime: &Arc<PluginRuntime>) -> Result<()> {
+        match self {
+            Source::File(_) => Ok(()),
+            Source::Store { store, .. } => store::fetch_components(store, cfg, runtime).await,
         }
     }
 
@@ -239,6 +248,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
             .with_context(|| format!("gateway.outbound_ca `{}`", ca.display()))?;
         runtime.capabilities().outbound.trust(certs);
     }
+    source.fetch_components(&cfg, &runtime).await?;
     let snapshot = snapshot::build(&cfg, &origin, &runtime, &plugin_dir)?;
     apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {
@@ -301,7 +311,11 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
             .await
             .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
         announce(&format!("wasmgate admin on http://{}", listener.local_addr()?));
-        let gateway = Arc::new(AdminGateway { runtime: runtime.clone(), plugin_dir: plugin_dir.clone() });
+        let gateway = Arc::new(AdminGateway {
+            store: store.clone(),
+            runtime: runtime.clone(),
+            plugin_dir: plugin_dir.clone(),
+        });
         tokio::spawn(wasmgate_admin::Admin::new(store.clone(), gateway, hash).serve(listener));
     }
     announce("wasmgate ready");
@@ -348,6 +362,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
 
 /// The admin API's view of this gateway: it builds snapshots exactly as serving does.
 struct AdminGateway {
+    store: Arc<wasmgate_store::Store>,
     runtime: Arc<PluginRuntime>,
     plugin_dir: PathBuf,
 }
@@ -357,7 +372,24 @@ impl wasmgate_admin::Gateway for AdminGateway {
         &self,
         config: &GatewayConfig,
     ) -> Result<wasmgate_proxy::Snapshot, wasmgate_config::ConfigError> {
-        snapshot::build(config, Path::new("admin API"), &self.runtime, &self.plugin_dir)
+        let origin = Path::new(wasmgate_admin::ORIGIN);
+        // Components another gateway accepted may not be here yet. (A blocking thread: the
+        // admin API calls this through `spawn_blocking`.)
+        let fetched = tokio::runtime::Handle::current().block_on(store::fetch_components(
+            &self.store,
+            config,
+            &self.runtime,
+        ));
+        fetched.map_err(|e| wasmgate_config::ConfigError {
+            file: origin.into(),
+            location: "plugins".into(),
+            message: format!("{e:#}"),
+        })?;
+        snapshot::build(config, origin, &self.runtime, &self.plugin_dir)
+    }
+
+    fn install_component(&self, bytes: &[u8]) -> Result<String, String> {
+        self.runtime.install(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -400,7 +432,11 @@ impl Reloader {
     /// Build a complete new snapshot off the request path and swap it in; on any error keep
     /// serving the current one.
     async fn reload(&self) {
-        let cfg = match self.source.load().await {
+        let loaded = match self.source.load().await {
+            Ok(cfg) => self.source.fetch_components(&cfg, &self.runtime).await.map(|()| cfg),
+            Err(e) => Err(e),
+        };
+        let cfg = match loaded {
             Ok(cfg) => cfg,
             Err(e) => return error!("config reload rejected, still serving the previous config: {e:#}"),
         };

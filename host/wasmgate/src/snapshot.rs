@@ -19,6 +19,24 @@ pub fn builtin_path(plugin_dir: &Path, name: &str) -> PathBuf {
     plugin_dir.join(format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")))
 }
 
+/// Where a plugin's component is: built in, a file the config names, or uploaded.
+fn plugin_path(
+    cfg: &GatewayConfig,
+    runtime: &PluginRuntime,
+    plugin_dir: &Path,
+    name: &str,
+) -> Result<PathBuf, wasmgate_runtime::RuntimeError> {
+    if BUILTIN_PLUGINS.contains(&name) {
+        return Ok(builtin_path(plugin_dir, name));
+    }
+    let source = &cfg.plugins[name];
+    match (&source.path, &source.sha256) {
+        (Some(path), _) => Ok(path.clone()),
+        (None, Some(sha256)) => runtime.uploaded_path(sha256),
+        (None, None) => unreachable!("the config's validation requires one"),
+    }
+}
+
 pub fn build(
     cfg: &GatewayConfig,
     file: &Path,
@@ -50,12 +68,9 @@ pub fn build(
             }
             let key = (b.plugin.clone(), b.limits.memory_mib);
             if !pools.contains_key(&key) {
-                let path = if BUILTIN_PLUGINS.contains(&b.plugin.as_str()) {
-                    builtin_path(plugin_dir, &b.plugin)
-                } else {
-                    cfg.plugins[&b.plugin].path.clone()
-                };
-                let component = runtime.load(&path).map_err(|e| err(location.clone(), e.to_string()))?;
+                let component = plugin_path(cfg, runtime, plugin_dir, &b.plugin)
+                    .and_then(|path| runtime.load(&path))
+                    .map_err(|e| err(location.clone(), e.to_string()))?;
                 let builder = runtime
                     .pool_builder(&b.plugin, &component, (b.limits.memory_mib as usize) << 20)
                     .map_err(|e| err(location.clone(), e.to_string()))?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
 use wasmgate_config::GatewayConfig;
+use wasmgate_runtime::PluginRuntime;
 use wasmgate_store::{Store, layout};
 
 /// How often a gateway serving from the store checks whether it changed. Changes reach every
@@ -56,6 +57,27 @@ pub async fn read_config(store: &Store, origin: &str) -> Result<GatewayConfig> {
     Ok(GatewayConfig::parse(&text, origin.as_ref())?)
 }
 
+/// Copy the uploaded components `config` uses and this gateway has not got yet from the
+/// store into its plugin cache (checked as at upload).
+pub async fn fetch_components(
+    store: &Store,
+    config: &GatewayConfig,
+    runtime: &Arc<PluginRuntime>,
+) -> Result<()> {
+    for (name, source) in &config.plugins {
+        let Some(sha256) = &source.sha256 else { continue };
+        if runtime.uploaded_path(sha256)?.exists() {
+            continue;
+        }
+        let bytes = store.component(sha256).await.with_context(|| format!("plugins.{name}"))?;
+        let runtime = runtime.clone();
+        tokio::task::spawn_blocking(move || runtime.install(&bytes))
+            .await?
+            .with_context(|| format!("plugins.{name}"))?;
+    }
+    Ok(())
+}
+
 /// The whole configuration (API drafts, each with the environments it names), as a YAML
 /// file.
 pub async fn export(store: &Store) -> Result<String> {
@@ -66,7 +88,16 @@ pub async fn export(store: &Store) -> Result<String> {
 
 /// Replace the store's configuration with `config` (already validated) and publish every
 /// API in the environments it names, in one transaction: the file is the desired state.
-pub async fn import(store: &Store, config: &GatewayConfig) -> Result<usize> {
+pub async fn import(store: &Store, config: &GatewayConfig, runtime: &PluginRuntime) -> Result<usize> {
+    // Uploaded components travel with the configuration that names them.
+    for (name, source) in &config.plugins {
+        if let Some(sha256) = &source.sha256 {
+            let path = runtime.uploaded_path(sha256)?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("plugins.{name}: {}", path.display()))?;
+            store.put_component(&bytes).await?;
+        }
+    }
     let resources = layout::split(&serde_json::to_value(config)?)?;
     let default = std::slice::from_ref(&config.gateway.environment);
     let mut publish = Vec::new();
