@@ -56,6 +56,30 @@ enum AdminCommand {
         #[arg(long)]
         version: i64,
     },
+    /// Call an API with its current definition (published or not) and show the response and
+    /// what each policy did.
+    Debug {
+        api: String,
+        /// Path and query, as a client would send them.
+        path: String,
+        #[arg(short = 'X', long, default_value = "GET")]
+        method: String,
+        /// A request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The request body.
+        #[arg(short, long)]
+        data: Option<String>,
+        /// Default: the gateway's default environment.
+        #[arg(long)]
+        env: Option<String>,
+        /// Print the whole report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a plugin component (a .wasm built for wasm32-wasip2) as plugin NAME, for every
+    /// gateway on the store.
+    UploadPlugin { name: String, file: PathBuf },
 }
 
 struct Admin {
@@ -66,13 +90,18 @@ struct Admin {
 
 impl Admin {
     async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let body = Bytes::from(body.map(Value::to_string).unwrap_or_default());
+        self.send(method, path, "application/json", body).await
+    }
+
+    async fn send(&self, method: &str, path: &str, content_type: &str, body: Bytes) -> Result<Value> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         let req = http::Request::builder()
             .method(method)
             .uri(&url)
             .header(http::header::AUTHORIZATION, &self.auth)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.map(Value::to_string).unwrap_or_default())))?;
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))?;
         let resp =
             self.client.request(req).await.with_context(|| format!("cannot reach the admin API at {url}"))?;
         let status = resp.status();
@@ -160,6 +189,83 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 .await?;
             println!("{api}: version {version} served in {env}");
         }
+        AdminCommand::Debug { api, path, method, headers, data, env, json } => {
+            let mut call = json!({"method": method, "path": path, "body": data, "environment": env});
+            for h in &headers {
+                let Some((name, value)) = h.split_once(':') else {
+                    bail!("--header `{h}`: write it as `name: value`");
+                };
+                call["headers"][name.trim()] = json!(value.trim());
+            }
+            let report = admin.call("POST", &format!("/apis/{api}/debug"), Some(&call)).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", describe_report(&method, &path, &report));
+            }
+        }
+        AdminCommand::UploadPlugin { name, file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let path = format!("/plugins/{name}/component");
+            let r = admin.send("PUT", &path, "application/wasm", Bytes::from(bytes)).await?;
+            println!("plugin {name}: component sha256 {}", r["body"]["sha256"].as_str().unwrap_or(""));
+        }
     }
     Ok(())
+}
+
+/// A debug report for people: the route, each policy's decision, the backend call, then
+/// the response as the client got it.
+fn describe_report(method: &str, path: &str, r: &Value) -> String {
+    use std::fmt::Write;
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let ms = |v: &Value| format!("{:.3} ms", v.as_u64().unwrap_or(0) as f64 / 1000.0);
+    let trace = &r["trace"];
+    let mut out = String::new();
+    let env = text(&r["environment"]);
+    match trace["api"].as_str() {
+        Some(api) => writeln!(out, "{method} {path} in {env}: api {api}"),
+        None => writeln!(out, "{method} {path} in {env}: no route matched"),
+    }
+    .unwrap();
+    for (i, s) in trace["steps"].as_array().into_iter().flatten().enumerate() {
+        let mut what: Vec<String> = s["changes"].as_array().into_iter().flatten().map(text).collect();
+        if s["declared"] == json!(true) {
+            what.insert(0, "(declared at load)".into());
+        }
+        what.extend(s["status"].as_u64().map(|c| format!("status {c}")));
+        what.extend(s["error"].as_str().map(|e| format!("error: {e}")));
+        let (phase, plugin, decision) = (text(&s["phase"]), text(&s["plugin"]), text(&s["decision"]));
+        let took = ms(&s["micros"]);
+        let what = what.join("; ");
+        let line = format!("  {:>2}. {phase:<8} {plugin:<20} {decision:<9} {took:>10}  {what}", i + 1);
+        writeln!(out, "{}", line.trim_end()).unwrap();
+    }
+    let b = &trace["backend"];
+    match b["kind"].as_str() {
+        Some("http") => {
+            let status = b["status"].as_u64().map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+            let (m, url, outcome) = (text(&b["method"]), text(&b["url"]), text(&b["outcome"]));
+            writeln!(out, "  backend: {m} {url} → {status} {outcome} in {}", ms(&b["micros"])).unwrap();
+            for h in b["headers"].as_array().into_iter().flatten() {
+                writeln!(out, "    {}: {}", text(&h[0]), text(&h[1])).unwrap();
+            }
+        }
+        Some("mock") => writeln!(out, "  backend: mock → {}", b["status"]).unwrap(),
+        _ => writeln!(out, "  backend: not called").unwrap(),
+    }
+    let response = &r["response"];
+    writeln!(out, "{} in {}", response["status"], ms(&r["elapsed_micros"])).unwrap();
+    for h in response["headers"].as_array().into_iter().flatten() {
+        writeln!(out, "{}: {}", text(&h[0]), text(&h[1])).unwrap();
+    }
+    out.push('\n');
+    match response["body"].as_str() {
+        Some(body) => out.push_str(body),
+        None => out.push_str("(binary body; --json shows it in base64)"),
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
 }
