@@ -288,6 +288,10 @@ async fn publish_history_rollback_and_environments() {
     assert_eq!(admin.call("DELETE", "/apis/a/deployments/RELEASE", &[], None).await.status, 204);
     until_served(&gw, "/a", 404, None).await;
     assert_eq!(c.get(&gw.url("/a"), &[("x-stage", "TEST")]).await.body, "t");
+    // No draft names TEST, but a publication serves there: TEST cannot be removed.
+    let r = admin.call("DELETE", "/environments/TEST", &[], None).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("no environment `TEST`"), "{:?}", r.body);
 }
 
 #[tokio::test]
@@ -429,7 +433,8 @@ async fn resetting_a_credential_replaces_its_keys() {
     let api = json!({"group": "g", "path": "/s", "backend": {"mock": {"body": "in"}},
                      "policies": [{"plugin": "app-auth", "config": {"modes": ["app-code"]}}]});
     assert_eq!(admin.put("/apis/s", &[], api).await.status, 201);
-    assert_eq!(admin.put("/credentials/app-x", &[], cred).await.status, 201);
+    let r = admin.put("/credentials/app-x", &[], cred).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(admin.publish("s", "RELEASE", "").await.status, 201);
     let call = |code: String| {
         let url = gw.url("/s");
@@ -455,6 +460,11 @@ async fn resetting_a_credential_replaces_its_keys() {
     }
     assert_eq!(call(new_code).await, 200);
     assert_eq!(admin.call("POST", "/credentials/nobody/reset", &[], None).await.status, 404);
+    // An API a credential is authorised to can go offline; gateways drop the authorisation
+    // from what they serve rather than refuse the configuration.
+    assert_eq!(admin.call("DELETE", "/apis/s/deployments/RELEASE", &[], None).await.status, 204);
+    until_served(&gw, "/s", 404, None).await;
+    assert!(!gw.log().contains("config reload rejected"), "{}", gw.log());
 }
 
 #[tokio::test]

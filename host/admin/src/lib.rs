@@ -194,8 +194,7 @@ impl Admin {
             }
             (Method::DELETE, Some(id)) => {
                 let expect = precondition(&req)?;
-                self.validated(kind, id, None).await?;
-                self.store.delete(kind, id, expect).await?;
+                self.validated(kind, id, None).await?.delete(kind, id, expect).await?;
                 Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).unwrap())
             }
             (method, _) => Err(ApiError::new(
@@ -233,8 +232,8 @@ impl Admin {
                 let description = body.get("description").and_then(Value::as_str).unwrap_or("").to_string();
                 let draft = self.store.get(Kind::Api, id).await?.body;
                 let published = wasmgate_store::in_environment(draft, &env);
-                self.check_served(Some((id, &env, Some(&published)))).await?;
-                let p = self.store.publish(id, &env, &description, &published).await?;
+                let store = self.check_served(Some((id, &env, Some(&published)))).await?;
+                let p = store.publish(id, &env, &description, &published).await?;
                 Ok(json_response(StatusCode::CREATED, &publication_json(&p)))
             }
             (Method::PUT, ["deployments", env]) => {
@@ -252,16 +251,14 @@ impl Admin {
                     ));
                 };
                 // The rest of the configuration may have changed since: check it still loads.
-                self.check_served(Some((id, &env, Some(&p.body)))).await?;
-                self.store.rollback(id, &env, version).await?;
+                self.check_served(Some((id, &env, Some(&p.body)))).await?.rollback(id, &env, version).await?;
                 Ok(json_response(
                     StatusCode::OK,
                     &publication_json(&Publication { current: true, ..p.clone() }),
                 ))
             }
             (Method::DELETE, ["deployments", env]) => {
-                self.check_served(Some((id, env, None))).await?;
-                self.store.unpublish(id, env).await?;
+                self.check_served(Some((id, env, None))).await?.unpublish(id, env).await?;
                 Ok(Response::builder().status(StatusCode::NO_CONTENT).body(Full::default()).unwrap())
             }
             (Method::POST, ["debug"]) => {
@@ -288,8 +285,8 @@ impl Admin {
         if body.get("app_code").is_some_and(|c| !c.is_null()) {
             body["app_code"] = json!(app_code);
         }
-        self.validated(Kind::Credential, id, Some(&body)).await?;
-        let record = self.store.put(Kind::Credential, id, &body, Expect::Revision(current.revision)).await?;
+        let store = self.validated(Kind::Credential, id, Some(&body)).await?;
+        let record = store.put(Kind::Credential, id, &body, Expect::Revision(current.revision)).await?;
         Ok(resource(StatusCode::OK, &record))
     }
 
@@ -323,7 +320,7 @@ impl Admin {
     /// OpenAPI 3.0 document (YAML or JSON, at most 100 KB), all or none, and what was skipped.
     async fn openapi(&self, req: Request<Incoming>, group: &str) -> Result<Response<Full<Bytes>>, ApiError> {
         self.store.get(Kind::Group, group).await?;
-        let (_, records) = self.store.everything().await?;
+        let (generation, records) = self.store.everything().await?;
         let apis: Vec<Value> = records
             .iter()
             .filter(|r| r.kind == Kind::Api && r.body.get("group").and_then(Value::as_str) == Some(group))
@@ -358,7 +355,7 @@ impl Admin {
                 let mut resources: Vec<_> = records.into_iter().map(Record::into_resource).collect();
                 resources.extend(created.iter().cloned());
                 self.load(&resources).await?;
-                self.store.create_all(&created).await?;
+                self.store.since(generation).create_all(&created).await?;
                 let ids: Vec<&str> = created.iter().map(|(_, id, _)| id.as_str()).collect();
                 Ok(json_response(StatusCode::CREATED, &json!({"created": ids, "skipped": import.skipped})))
             }
@@ -371,17 +368,20 @@ impl Admin {
     }
 
     /// Check what gateways would serve with the publication of `api` in `env` replaced by
-    /// `body` (or removed).
-    async fn check_served(&self, change: Option<(&str, &str, Option<&Value>)>) -> Result<(), ApiError> {
-        let mut resources = self.store.served_resources().await?;
+    /// `body` (or removed). Returns the store to make the change with: it refuses to write
+    /// if anything else was written since this check read the store.
+    async fn check_served(&self, change: Option<(&str, &str, Option<&Value>)>) -> Result<Store, ApiError> {
+        let (generation, mut resources) = self.store.served_resources().await?;
         if let Some((api, env, body)) = change {
             let env_value = json!([env]);
             resources.retain(|(k, id, b)| {
                 !(*k == Kind::Api && id == api && b.get("environments") == Some(&env_value))
             });
             resources.extend(body.map(|b| (Kind::Api, api.to_string(), b.clone())));
+            wasmgate_store::only_served_authorisations(&mut resources);
         }
-        self.load(&resources).await
+        self.load(&resources).await?;
+        Ok(self.store.since(generation))
     }
 
     async fn list(&self, kind: Kind, query: &str) -> Result<Response<Full<Bytes>>, ApiError> {
@@ -433,23 +433,31 @@ impl Admin {
                 format!("no setting `{id}`: listeners, gateway"),
             ));
         }
-        self.validated(kind, id, Some(&body)).await?;
-        let record = self.store.put(kind, id, &body, expect).await?;
+        let record = self.validated(kind, id, Some(&body)).await?.put(kind, id, &body, expect).await?;
         // Revision 1: this write created it.
         Ok(resource(if record.revision == 1 { StatusCode::CREATED } else { StatusCode::OK }, &record))
     }
 
     /// Check the configuration the store would hold with `kind/id` set to `body` (or
-    /// removed), exactly as a file would be checked.
-    async fn validated(&self, kind: Kind, id: &str, body: Option<&Value>) -> Result<(), ApiError> {
-        let (_, records) = self.store.everything().await?;
-        let mut resources: Vec<Resource> = records
-            .into_iter()
-            .filter(|r| !(r.kind == kind && r.id == id))
-            .map(Record::into_resource)
-            .collect();
-        resources.extend(body.map(|b| (kind, id.to_string(), b.clone())));
-        self.load(&resources).await
+    /// removed), exactly as a file would be checked: the drafts, and for anything but an
+    /// API draft also what gateways serve. Returns the store to make the change with: it
+    /// refuses to write if anything else was written since this check read the store.
+    async fn validated(&self, kind: Kind, id: &str, body: Option<&Value>) -> Result<Store, ApiError> {
+        let (generation, records) = self.store.everything().await?;
+        let changed = |resources: Vec<Resource>| -> Vec<Resource> {
+            let mut resources: Vec<Resource> =
+                resources.into_iter().filter(|(k, i, _)| !(*k == kind && i == id)).collect();
+            resources.extend(body.map(|b| (kind, id.to_string(), b.clone())));
+            resources
+        };
+        self.load(&changed(records.into_iter().map(Record::into_resource).collect())).await?;
+        if kind != Kind::Api {
+            let (_, served) = self.store.served_resources().await?;
+            let mut served = changed(served);
+            wasmgate_store::only_served_authorisations(&mut served);
+            self.load(&served).await?;
+        }
+        Ok(self.store.since(generation))
     }
 
     /// `POST /apis/{id}/debug`: serve one request with the API's current definition (its
@@ -647,6 +655,11 @@ impl From<StoreError> for ApiError {
             StoreError::Exists { .. } | StoreError::Conflict { .. } => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition_failed", message)
             }
+            StoreError::Moved => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("{message}: send it again to have it checked against the new configuration"),
+            ),
             _ => ApiError::internal(message),
         }
     }

@@ -39,6 +39,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("store schema migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the configuration changed while this change was being checked")]
+    Moved,
 }
 
 /// What a resource is. Stored as its name.
@@ -142,6 +144,8 @@ pub enum Expect {
 
 pub struct Store {
     pool: AnyPool,
+    /// Set on a handle from [`Store::since`]: its writes need the generation to be this.
+    since: Option<i64>,
 }
 
 fn now_ms() -> i64 {
@@ -163,7 +167,15 @@ impl Store {
         };
         let pool = AnyPoolOptions::new().max_connections(8).connect(&url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, since: None })
+    }
+
+    /// A handle whose writes are made only if nothing was written since `generation` (else
+    /// [`StoreError::Moved`]): for a change checked against the whole configuration as it
+    /// was at `generation`, so two changes each valid alone cannot together store a
+    /// configuration that fails to load.
+    pub fn since(&self, generation: i64) -> Store {
+        Store { pool: self.pool.clone(), since: Some(generation) }
     }
 
     /// Changes whenever anything is written; compare to see whether to reload.
@@ -443,9 +455,10 @@ impl Store {
 
     /// What gateways serve, as resources for [`layout::assemble`]: every resource but the
     /// API drafts, and for each API the publication each environment serves, marked as
-    /// published in that environment only.
-    pub async fn served_resources(&self) -> Result<Vec<Resource>, StoreError> {
-        let (_, records) = self.everything().await?;
+    /// published in that environment only. With the generation read first: the resources are
+    /// at least that new.
+    pub async fn served_resources(&self) -> Result<(i64, Vec<Resource>), StoreError> {
+        let (generation, records) = self.everything().await?;
         let mut resources: Vec<_> =
             records.into_iter().filter(|r| r.kind != Kind::Api).map(Record::into_resource).collect();
         resources.extend(
@@ -454,13 +467,24 @@ impl Store {
                 .into_iter()
                 .map(|p| (Kind::Api, p.api_id, in_environment(p.body, &p.environment))),
         );
-        Ok(resources)
+        only_served_authorisations(&mut resources);
+        Ok((generation, resources))
     }
 
     /// A write transaction, already queued behind other writers (see the module docs).
     async fn write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1").execute(&mut *tx).await?;
+        let bumped = match self.since {
+            None => sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1"),
+            Some(g) => {
+                sqlx::query("UPDATE generation SET value = value + 1 WHERE id = 1 AND value = $1").bind(g)
+            }
+        };
+        // The row lock taken here queues other writers until this transaction ends, so the
+        // generation cannot move between this check and the commit.
+        if bumped.execute(&mut *tx).await?.rows_affected() == 0 {
+            return Err(StoreError::Moved);
+        }
         Ok(tx)
     }
 }
@@ -622,6 +646,19 @@ async fn deploy_in(
 }
 
 /// An API definition marked as published in `environment` only.
+/// Drop from credentials' `apis` the APIs these resources do not serve. A credential may be
+/// authorised to an API not published yet (or taken offline): that means nothing to
+/// gateways, and the file format refuses a reference to an API it does not have.
+pub fn only_served_authorisations(resources: &mut [Resource]) {
+    let served: std::collections::HashSet<String> =
+        resources.iter().filter(|(k, ..)| *k == Kind::Api).map(|(_, id, _)| id.clone()).collect();
+    for (kind, _, body) in resources.iter_mut() {
+        if let (Kind::Credential, Some(Value::Array(apis))) = (*kind, body.get_mut("apis")) {
+            apis.retain(|a| a.as_str().is_some_and(|a| served.contains(a)));
+        }
+    }
+}
+
 pub fn in_environment(mut api: Value, environment: &str) -> Value {
     if let Some(fields) = api.as_object_mut() {
         fields.insert("environments".into(), Value::Array(vec![Value::String(environment.into())]));

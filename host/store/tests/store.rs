@@ -40,7 +40,24 @@ on_both!(
     meta_values_are_set_once_and_survive_imports,
     publications_keep_ten_and_roll_back,
     components_are_kept_by_their_hash,
+    writes_since_a_generation_are_refused_once_it_moved,
 );
+
+async fn writes_since_a_generation_are_refused_once_it_moved(store: Store) {
+    let g = store.generation().await.unwrap();
+    let checked = store.since(g);
+    checked.put(Kind::Group, "a", &json!({"id": "a"}), Expect::Any).await.unwrap();
+    // That write moved the generation: a second change checked against `g` is refused, and
+    // leaves nothing behind.
+    let refused = checked.put(Kind::Group, "b", &json!({"id": "b"}), Expect::Any).await;
+    assert!(matches!(refused, Err(StoreError::Moved)), "{refused:?}");
+    assert!(matches!(checked.publish("x", "RELEASE", "", &json!({})).await, Err(StoreError::Moved)));
+    assert!(matches!(store.get(Kind::Group, "b").await, Err(StoreError::NotFound { .. })));
+    assert_eq!(store.generation().await.unwrap(), g + 1);
+    // Checked again at the current generation, it goes through.
+    let now = store.generation().await.unwrap();
+    store.since(now).put(Kind::Group, "b", &json!({"id": "b"}), Expect::Any).await.unwrap();
+}
 
 async fn components_are_kept_by_their_hash(store: Store) {
     let bytes: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();

@@ -50,7 +50,7 @@ pub async fn open(url: &str) -> Result<Arc<Store>> {
 /// The configuration gateways serve from the store (the published APIs), checked like a
 /// file (errors name `origin`).
 pub async fn read_config(store: &Store, origin: &str) -> Result<GatewayConfig> {
-    let resources = store.served_resources().await?;
+    let (_, resources) = store.served_resources().await?;
     let document = layout::assemble(&resources).with_context(|| format!("{origin}: inconsistent"))?;
     // Through the file format, so a stored config is checked exactly as a file is.
     let text = serde_norway::to_string(&document)?;
