@@ -135,4 +135,23 @@ async fn gateways_sharing_one_postgresql_converge_within_a_second() {
     let t2 = until_serving(&second, "/a", "two", changed).await;
     println!("store change to serving: {t1:?} and {t2:?} after the import finished");
     assert!(t1.max(t2) < Duration::from_secs(1), "{t1:?} {t2:?}");
+
+    // A change through one gateway's admin API (a new draft, then its publication) reaches both.
+    let admin = format!("http://{}", first.admin.unwrap());
+    let auth = format!("Bearer {}", first.admin_token.as_deref().unwrap());
+    let send = |method: &'static str, path: &str, body: serde_json::Value| {
+        let (url, auth) = (format!("{admin}{path}"), auth.clone());
+        async move {
+            HttpClient::default().send(method, &url, &[("authorization", &auth)], &body.to_string()).await
+        }
+    };
+    let api = serde_json::json!({"group": "g", "path": "/a", "match": "prefix", "backend": {"mock": {"body": "three"}}});
+    assert_eq!(send("PUT", "/apis/a", api).await.status, 200);
+    let r = send("POST", "/apis/a/publications", serde_json::json!({"environment": "RELEASE"})).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let published = Instant::now();
+    let t1 = until_serving(&first, "/a", "three", published).await;
+    let t2 = until_serving(&second, "/a", "three", published).await;
+    println!("admin publication to serving: {t1:?} and {t2:?} after the admin API answered");
+    assert!(t1.max(t2) < Duration::from_secs(1), "{t1:?} {t2:?}");
 }
