@@ -2,6 +2,7 @@
 //! child process, and a real HTTP client. Plugins come from `scripts/build-plugins`.
 #![allow(dead_code)]
 
+pub mod certs;
 /// A real PostgreSQL server, shared with the store crate's tests.
 #[path = "../../host/store/tests/support/postgres.rs"]
 pub mod postgres;

@@ -3,7 +3,7 @@
 //! `GET /{collection}` lists (`?limit=` up to 500, `?after=` the last id of the previous
 //! page), `GET|PUT|DELETE /{collection}/{id}` read, create or replace, and delete one
 //! resource. Collections: `groups`, `environments` (with their variables), `apis`,
-//! `policies`, `credentials`, `plugins`, `certificates`, `settings` (`listeners`, `gateway`). Bodies are the config file's own
+//! `policies`, `credentials`, `plugins`, `certificates`, `channels`, `settings` (`listeners`, `gateway`). Bodies are the config file's own
 //! entries (an API also names its `group`). Every response to a resource carries its
 //! revision as `ETag`; `If-Match` makes a write conditional on it and `If-None-Match: *`
 //! makes a `PUT` create-only (412 when the condition fails).
@@ -51,6 +51,9 @@ pub trait Gateway: Send + Sync + 'static {
     /// links, exports the policy interface) and keep it where `build` finds it by its
     /// SHA-256, which is returned. The error says what is wrong with it.
     fn install_component(&self, bytes: &[u8]) -> Result<String, String>;
+
+    /// The client for backends named at request time (see `ProxyState`).
+    fn client(&self) -> Arc<wasmgate_proxy::upstream::UpstreamClient>;
 }
 
 const TOKEN_KEY: &str = "admin_token_sha256";
@@ -484,7 +487,7 @@ impl Admin {
         let stage = (environment != default_environment).then_some(environment.as_str());
         let request = call.request(&host, stage)?;
         let snapshot = self.build(config).await?;
-        let state = Arc::new(wasmgate_proxy::ProxyState::new(snapshot));
+        let state = Arc::new(wasmgate_proxy::ProxyState::new(snapshot, self.gateway.client()));
         let client = std::net::SocketAddr::new(call.client_ip, 0);
         let response = wasmgate_proxy::debug::call(state, request, client)
             .await
@@ -519,7 +522,7 @@ impl Admin {
 
 /// The collections, by their URL name. `openapi.json` describes exactly these (a test
 /// holds the two together).
-pub const COLLECTIONS: [(&str, Kind); 8] = [
+pub const COLLECTIONS: [(&str, Kind); 9] = [
     ("groups", Kind::Group),
     ("environments", Kind::Environment),
     ("apis", Kind::Api),
@@ -527,6 +530,7 @@ pub const COLLECTIONS: [(&str, Kind); 8] = [
     ("credentials", Kind::Credential),
     ("plugins", Kind::Plugin),
     ("certificates", Kind::Certificate),
+    ("channels", Kind::Channel),
     ("settings", Kind::Setting),
 ];
 

@@ -72,6 +72,186 @@ pub struct GatewayConfig {
     /// exists without being listed; list it to give it variables.
     #[serde(default)]
     pub environments: Vec<Environment>,
+    /// Load-balance channels by name: a backend URL whose host is a channel's name goes to
+    /// the channel's members (as with Kong's upstreams).
+    #[serde(default)]
+    pub channels: BTreeMap<String, Channel>,
+}
+
+/// Several upstream members behind one name, with weights, health checks and ejection.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// 1 to 100 members.
+    pub members: Vec<ChannelMember>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `consistent_hash`: the client's IP (`source_ip`, default) or a request header's
+    /// value (`header`, named by `hash_on_header`; a request without it goes round robin).
+    #[serde(default)]
+    pub hash_on: HashOn,
+    #[serde(default)]
+    pub hash_on_header: Option<String>,
+    /// Probes each member; an unhealthy member gets no requests until it is healthy again.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Takes a member out after consecutive failed requests (connection errors, timeouts,
+    /// 502/503/504).
+    #[serde(default)]
+    pub passive: Option<PassiveCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelMember {
+    /// `host:port`.
+    pub address: String,
+    /// 1 to 100; requests are shared in proportion.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Weighted round robin, interleaved.
+    #[default]
+    RoundRobin,
+    /// The same key goes to the same member while it is available.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    #[default]
+    SourceIp,
+    Header,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// Probe over HTTPS (trusting the system's CAs and `gateway.outbound_ca`).
+    #[serde(default)]
+    pub https: bool,
+    #[serde(default = "default_probe_interval")]
+    pub interval_ms: u64,
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive good probes (2xx or 3xx) that bring a member back.
+    #[serde(default = "two")]
+    pub healthy_threshold: u32,
+    /// Consecutive failed probes that take a member out.
+    #[serde(default = "three")]
+    pub unhealthy_threshold: u32,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+fn default_probe_interval() -> u64 {
+    5_000
+}
+fn default_probe_timeout() -> u64 {
+    1_000
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveCheck {
+    #[serde(default = "five")]
+    pub consecutive_failures: u32,
+    /// Without a health check, an ejected member comes back after this long; with one, when
+    /// the probes find it healthy.
+    #[serde(default = "default_eject")]
+    pub eject_ms: u64,
+}
+
+fn five() -> u32 {
+    5
+}
+fn default_eject() -> u64 {
+    30_000
+}
+
+impl Channel {
+    /// Errors name the field under `channels.NAME`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |at: &str, m: String| Err((at.to_string(), m));
+        if !(1..=100).contains(&self.members.len()) {
+            return err(".members", format!("{} members; 1 to 100 are allowed", self.members.len()));
+        }
+        let mut seen = HashSet::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let at = format!(".members[{i}]");
+            match m.address.parse::<http::uri::Authority>() {
+                Ok(a) if a.port_u16().is_some() && a.as_str() == m.address => {}
+                _ => return err(&at, format!("`{}` is not host:port", m.address)),
+            }
+            if !seen.insert(m.address.as_str()) {
+                return err(&at, format!("`{}` is listed twice", m.address));
+            }
+            if !(1..=100).contains(&m.weight) {
+                return err(&format!("{at}.weight"), format!("{} is outside 1..=100", m.weight));
+            }
+        }
+        match (self.hash_on, &self.hash_on_header) {
+            (HashOn::Header, None) => return err(".hash_on_header", "`hash_on: header` needs it".into()),
+            (HashOn::SourceIp, Some(_)) => {
+                return err(".hash_on_header", "only with `hash_on: header`".into());
+            }
+            (HashOn::Header, Some(h)) if http::HeaderName::from_bytes(h.as_bytes()).is_err() => {
+                return err(".hash_on_header", format!("`{h}` is not a header name"));
+            }
+            _ => {}
+        }
+        if let Some(h) = &self.health_check {
+            if !h.path.starts_with('/') {
+                return err(".health_check.path", format!("`{}` must start with /", h.path));
+            }
+            if !(100..=300_000).contains(&h.interval_ms) {
+                return err(
+                    ".health_check.interval_ms",
+                    format!("{} is outside 100..=300000", h.interval_ms),
+                );
+            }
+            if !(1..=60_000).contains(&h.timeout_ms) {
+                return err(".health_check.timeout_ms", format!("{} is outside 1..=60000", h.timeout_ms));
+            }
+            for (name, n) in
+                [("healthy_threshold", h.healthy_threshold), ("unhealthy_threshold", h.unhealthy_threshold)]
+            {
+                if !(1..=10).contains(&n) {
+                    return err(&format!(".health_check.{name}"), format!("{n} is outside 1..=10"));
+                }
+            }
+        }
+        if let Some(p) = &self.passive {
+            if !(1..=100).contains(&p.consecutive_failures) {
+                return err(
+                    ".passive.consecutive_failures",
+                    format!("{} is outside 1..=100", p.consecutive_failures),
+                );
+            }
+            if !(1..=3_600_000).contains(&p.eject_ms) {
+                return err(".passive.eject_ms", format!("{} is outside 1..=3600000", p.eject_ms));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An environment APIs are published in; clients pick one other than the default with
@@ -369,14 +549,28 @@ pub enum Backend {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpBackend {
-    /// `http://host:port[/base]`.
+    /// `http(s)://host:port[/base]`; a host that names a channel load-balances over its
+    /// members.
     pub url: String,
     /// Backend path template (`/v2/items/{id}`); default: the request path appended to the
     /// URL's base path.
     #[serde(default)]
     pub path: Option<String>,
+    /// The whole exchange with the backend, per attempt (1 ms to 60 s).
     #[serde(default = "default_backend_timeout")]
     pub timeout_ms: u64,
+    /// Establishing the connection (TCP and TLS), per attempt.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// 0 to 10 more attempts, on another member when there is one, for idempotent methods
+    /// (GET, HEAD, OPTIONS, PUT, DELETE) whose request body can be sent again, after a
+    /// connection failure or a timeout.
+    #[serde(default)]
+    pub retries: u32,
+    /// For `https://`: more CAs to trust (besides the system's and `gateway.outbound_ca`)
+    /// and a client certificate to present.
+    #[serde(default)]
+    pub tls: Option<BackendTls>,
     /// Sign requests to this backend (SDK-HMAC-SHA256) so it can check they came through
     /// the gateway.
     #[serde(default)]
@@ -399,6 +593,23 @@ impl fmt::Debug for SignatureKey {
 
 fn default_backend_timeout() -> u64 {
     5_000
+}
+
+fn default_connect_timeout() -> u64 {
+    5_000
+}
+
+/// PEM files, re-read on every reload; relative paths are resolved against the config
+/// file's folder.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendTls {
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -507,6 +718,14 @@ impl GatewayConfig {
         config.plugins.values_mut().filter_map(|source| source.path.as_mut()).for_each(anchor);
         config.gateway.plugin_cache_dir.as_mut().map(anchor);
         config.gateway.outbound_ca.as_mut().map(anchor);
+        for api in config.groups.iter_mut().flat_map(|g| &mut g.apis) {
+            if let Backend::Http(HttpBackend { tls: Some(tls), .. }) = &mut api.backend {
+                [&mut tls.ca, &mut tls.client_cert, &mut tls.client_key]
+                    .into_iter()
+                    .flatten()
+                    .for_each(anchor);
+            }
+        }
         for c in &mut config.certificates {
             anchor(&mut c.cert);
             anchor(&mut c.key);
@@ -719,6 +938,9 @@ impl GatewayConfig {
                 }
             }
         }
+        for (name, c) in &self.channels {
+            c.validate().map_err(|(at, m)| (format!("channels.{name}{at}"), m))?;
+        }
         for (name, b) in &self.policies {
             let ploc = format!("policies.{name} ({})", b.plugin);
             if b.policy.is_some() {
@@ -917,11 +1139,31 @@ impl Api {
                     .url
                     .parse()
                     .map_err(|e| ("backend.http.url".to_string(), format!("`{}`: {e}", h.url)))?;
-                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
                     return Err((
                         "backend.http.url".into(),
-                        format!("`{}` must be an http://host:port URL", h.url),
+                        format!("`{}` must be an http(s)://host:port URL", h.url),
                     ));
+                }
+                if !(1..=60_000).contains(&h.connect_timeout_ms) {
+                    return Err((
+                        "backend.http.connect_timeout_ms".into(),
+                        format!("{} is outside 1..=60000 ms", h.connect_timeout_ms),
+                    ));
+                }
+                if h.retries > 10 {
+                    return Err(("backend.http.retries".into(), format!("{} is more than 10", h.retries)));
+                }
+                if let Some(tls) = &h.tls {
+                    if uri.scheme_str() != Some("https") {
+                        return Err(("backend.http.tls".into(), "only for an https:// URL".into()));
+                    }
+                    if tls.client_cert.is_some() != tls.client_key.is_some() {
+                        return Err((
+                            "backend.http.tls".into(),
+                            "`client_cert` and `client_key` go together".into(),
+                        ));
+                    }
                 }
                 if uri.query().is_some() {
                     return Err(("backend.http.url".into(), "must not have a query string".into()));
@@ -1017,7 +1259,41 @@ mod tests {
                 API.replace("{mock: {body: hi}}", "{http: {url: 'http://h:1', timeout_ms: 0}}"),
                 "backend.http.timeout_ms",
             ),
-            (API.replace("{mock: {body: hi}}", "{http: {url: 'https://h:1'}}"), "backend.http.url"),
+            (API.replace("{mock: {body: hi}}", "{http: {url: 'ftp://h:1'}}"), "backend.http.url"),
+            (
+                API.replace("{mock: {body: hi}}", "{http: {url: 'http://h:1', retries: 11}}"),
+                "backend.http.retries",
+            ),
+            (
+                API.replace("{mock: {body: hi}}", "{http: {url: 'http://h:1', connect_timeout_ms: 0}}"),
+                "backend.http.connect_timeout_ms",
+            ),
+            (
+                API.replace("{mock: {body: hi}}", "{http: {url: 'http://h:1', tls: {ca: c.pem}}}"),
+                "backend.http.tls",
+            ),
+            (
+                API.replace("{mock: {body: hi}}", "{http: {url: 'https://h:1', tls: {client_cert: c.pem}}}"),
+                "backend.http.tls",
+            ),
+            (format!("channels: {{c: {{members: []}}}}\n{API}"), "channels.c.members"),
+            (format!("channels: {{c: {{members: [{{address: 'h'}}]}}}}\n{API}"), "channels.c.members[0]"),
+            (
+                format!("channels: {{c: {{members: [{{address: 'h:1', weight: 0}}]}}}}\n{API}"),
+                "channels.c.members[0].weight",
+            ),
+            (
+                format!(
+                    "channels: {{c: {{members: [{{address: 'h:1'}}], health_check: {{interval_ms: 5}}}}}}\n{API}"
+                ),
+                "channels.c.health_check.interval_ms",
+            ),
+            (
+                format!(
+                    "channels: {{c: {{members: [{{address: 'h:1'}}], hash_on: header, hash_on_header: 'a b'}}}}\n{API}"
+                ),
+                "channels.c.hash_on_header",
+            ),
             (API.replace("{mock: {body: hi}}", "{mock: {status: 700}}"), "backend.mock.status"),
             (API.replace("path: /x", "path: x"), "path"),
             (API.replace("path: /x", "path: /x\n    method: FETCH"), "method"),

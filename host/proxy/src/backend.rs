@@ -1,9 +1,12 @@
-//! Backends: an HTTP upstream (pooled connections, timeout) or a mock response.
+//! Backends: an HTTP(S) upstream (one host, or a load-balance channel's members; pooled
+//! connections, timeouts, retries) or a mock response.
 
 use crate::body::GatewayBody;
 use crate::policy::Reply;
+use crate::upstream::{Channel, UpstreamClient};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub enum Backend {
@@ -11,17 +14,29 @@ pub enum Backend {
     Mock(Reply),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpBackend {
     scheme: Scheme,
-    authority: Authority,
+    pub target: Target,
     /// Base path from the URL, without trailing `/`.
     base_path: String,
     /// Backend path template; `None` appends the request path to `base_path`.
     path_template: Option<String>,
+    /// Per attempt.
     pub timeout: Duration,
+    /// More attempts after a connection failure or timeout, for idempotent requests whose
+    /// body can be sent again.
+    pub retries: u32,
+    pub client: Arc<UpstreamClient>,
     /// Access key and secret the gateway signs backend requests with.
     signature_key: Option<(String, String)>,
+}
+
+/// Where an HTTP backend's requests go.
+#[derive(Clone)]
+pub enum Target {
+    Host(Authority),
+    Channel(Arc<Channel>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,22 +47,41 @@ pub struct BackendUrlError {
 }
 
 impl HttpBackend {
-    pub fn parse(url: &str, path_template: Option<&str>, timeout: Duration) -> Result<Self, BackendUrlError> {
+    /// A backend at `url` (`http://` or `https://`), reached through `client`.
+    pub fn parse(
+        url: &str,
+        path_template: Option<&str>,
+        timeout: Duration,
+        client: Arc<UpstreamClient>,
+    ) -> Result<Self, BackendUrlError> {
         let err = |reason| BackendUrlError { url: url.into(), reason };
         let uri: Uri = url.parse().map_err(|_| err("not a valid URL"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| err("needs http://"))?;
-        if scheme != Scheme::HTTP {
-            return Err(err("only http:// backends are supported"));
+        let scheme = uri.scheme().cloned().ok_or_else(|| err("needs http:// or https://"))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(err("only http:// and https:// backends are supported"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| err("needs a host"))?;
         Ok(HttpBackend {
             scheme,
-            authority,
+            target: Target::Host(authority),
             base_path: uri.path().trim_end_matches('/').to_string(),
             path_template: path_template.map(String::from),
             timeout,
+            retries: 0,
+            client,
             signature_key: None,
         })
+    }
+
+    /// Send to the members of `channel` (the URL's host named it) instead.
+    pub fn with_channel(mut self, channel: Arc<Channel>) -> Self {
+        self.target = Target::Channel(channel);
+        self
+    }
+
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// Sign every request to this backend with `key` and `secret` (see [`HttpBackend::sign`]).
@@ -96,8 +130,14 @@ impl HttpBackend {
         }
     }
 
-    /// The upstream URI for a request path (after policies' changes) and its parameters.
-    pub fn uri_for(&self, path: &str, params: &[(String, String)], query: &str) -> Result<Uri, http::Error> {
+    /// The upstream path and query for a request path (after policies' changes) and its
+    /// parameters.
+    pub fn path_and_query(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+        query: &str,
+    ) -> Result<PathAndQuery, http::uri::InvalidUri> {
         let mut pq = String::with_capacity(self.base_path.len() + path.len() + query.len() + 2);
         match &self.path_template {
             None => {
@@ -116,12 +156,17 @@ impl HttpBackend {
             pq.push('?');
             pq.push_str(query);
         }
-        let pq: PathAndQuery = pq.parse()?;
+        pq.parse()
+    }
+
+    /// The URI of one attempt, at `authority` (the host, or the member picked).
+    pub fn uri(&self, authority: &Authority, pq: &PathAndQuery) -> Uri {
         Uri::builder()
             .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
+            .authority(authority.clone())
+            .path_and_query(pq.clone())
             .build()
+            .expect("scheme, authority and path are valid")
     }
 }
 
@@ -208,12 +253,19 @@ mod tests {
 
     #[test]
     fn request_path_is_appended_to_the_base_or_mapped_by_template() {
-        let b = HttpBackend::parse("http://127.0.0.1:9/base/", None, Duration::from_secs(1)).unwrap();
-        assert_eq!(b.uri_for("/a/b", &[], "x=1").unwrap().to_string(), "http://127.0.0.1:9/base/a/b?x=1");
+        let client = Arc::new(crate::upstream::client(&Default::default()).unwrap());
+        let uri = |b: &HttpBackend, path, params: &[(String, String)], query| {
+            let Target::Host(authority) = &b.target else { unreachable!() };
+            b.uri(authority, &b.path_and_query(path, params, query).unwrap()).to_string()
+        };
+        let b = HttpBackend::parse("http://127.0.0.1:9/base/", None, Duration::from_secs(1), client.clone())
+            .unwrap();
+        assert_eq!(uri(&b, "/a/b", &[], "x=1"), "http://127.0.0.1:9/base/a/b?x=1");
         let t =
-            HttpBackend::parse("http://h:1", Some("/v2/{id}/files/{rest+}"), Duration::from_secs(1)).unwrap();
+            HttpBackend::parse("https://h:1", Some("/v2/{id}/files/{rest+}"), Duration::from_secs(1), client)
+                .unwrap();
         let params = [("id".to_string(), "7".to_string()), ("rest".to_string(), "a/b".to_string())];
-        assert_eq!(t.uri_for("/ignored", &params, "").unwrap().to_string(), "http://h:1/v2/7/files/a/b");
+        assert_eq!(uri(&t, "/ignored", &params, ""), "https://h:1/v2/7/files/a/b");
     }
 
     #[test]

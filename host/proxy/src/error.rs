@@ -19,6 +19,8 @@ pub enum GatewayError {
     BackendUnavailable,
     #[error("the backend did not answer in time")]
     BackendTimeout,
+    #[error("no member of channel `{channel}` is available (all unhealthy or ejected)")]
+    NoHealthyMember { channel: String },
     #[error("plugin `{plugin}` failed")]
     PluginFailed { plugin: String },
     #[error("plugin `{plugin}` exceeded its CPU deadline or wall-clock cap")]
@@ -42,6 +44,7 @@ impl GatewayError {
             Misdirected => (StatusCode::MISDIRECTED_REQUEST, "APIG.0205"),
             BackendUnavailable => (StatusCode::BAD_GATEWAY, "APIG.0202"),
             BackendTimeout => (StatusCode::GATEWAY_TIMEOUT, "APIG.0203"),
+            NoHealthyMember { .. } => (StatusCode::BAD_GATEWAY, "APIG.0206"),
             PluginFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "APIG.0501"),
             PluginDeadline { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "APIG.0502"),
             PluginMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "APIG.0503"),

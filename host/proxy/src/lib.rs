@@ -14,18 +14,14 @@ pub mod router;
 pub mod server;
 pub mod tls;
 pub mod trace;
+pub mod upstream;
 
 use arc_swap::ArcSwap;
 use backend::Backend;
-use body::GatewayBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use policy::{BodyNeed, HeaderSelection, Policy, RouteInfo};
 use router::Router;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use error::GatewayError;
 
@@ -182,21 +178,15 @@ impl Snapshot {
 /// Names the environment a request is for, when not the default.
 pub const X_STAGE: &str = "x-stage";
 
-/// Shared by every connection: the current snapshot and the upstream connection pool.
+/// Shared by every connection: the current snapshot, and the client for backends a policy
+/// names at request time (a circuit breaker's fallback).
 pub struct ProxyState {
     pub snapshot: ArcSwap<Snapshot>,
-    pub client: Client<HttpConnector, GatewayBody>,
+    pub client: Arc<upstream::UpstreamClient>,
 }
 
 impl ProxyState {
-    pub fn new(snapshot: Snapshot) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+    pub fn new(snapshot: Snapshot, client: Arc<upstream::UpstreamClient>) -> Self {
         ProxyState { snapshot: ArcSwap::from_pointee(snapshot), client }
     }
 

@@ -1,7 +1,7 @@
 //! One request through the gateway, phase by phase:
 //! route → request phase → backend → response phase → send → log phase.
 
-use crate::backend::{self, Backend, HttpBackend};
+use crate::backend::{self, Backend, HttpBackend, Target};
 use crate::body::GatewayBody;
 use crate::error::GatewayError;
 use crate::policy::*;
@@ -461,7 +461,7 @@ async fn call_backend(
     let http = match (&target, &api.backend) {
         (Some(t), _) => {
             let timeout = t.timeout.unwrap_or(Duration::from_secs(5));
-            match HttpBackend::parse(&t.url, None, timeout) {
+            match HttpBackend::parse(&t.url, None, timeout, state.client.clone()) {
                 Ok(b) => {
                     fallback = b;
                     &fallback
@@ -483,12 +483,13 @@ async fn call_backend(
             return (Backend::mock_response(reply), BackendOutcome::NotCalled);
         }
     };
-    let uri = match http.uri_for(&ex.path, &ex.params, &ex.query) {
-        Ok(u) => u,
-        Err(_) => {
-            let err = GatewayError::BadRequest("the backend path cannot be built from this request");
-            return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
-        }
+    let Ok(pq) = http.path_and_query(&ex.path, &ex.params, &ex.query) else {
+        let err = GatewayError::BadRequest("the backend path cannot be built from this request");
+        return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);
+    };
+    let hash_key = match &http.target {
+        Target::Channel(c) => c.hash_key(ex.client_ip, &ex.headers),
+        Target::Host(_) => None,
     };
     // The headers go to the backend; keep back copies of only those later phases read.
     let mut headers = match &api.chain.later_request_headers {
@@ -511,27 +512,77 @@ async fn call_backend(
     if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
         headers.insert(X_REQUEST_ID.clone(), v);
     }
-    http.sign(&ex.method, &uri, &mut headers);
-    let mut upstream = Request::new(body);
-    *upstream.method_mut() = ex.method.clone();
-    *upstream.uri_mut() = uri;
-    *upstream.headers_mut() = headers;
-    let traced = trace.map(|t| {
-        t.backend_sent(upstream.method(), upstream.uri(), upstream.headers());
-        (t, Instant::now())
-    });
 
-    let (response, outcome) = match tokio::time::timeout(http.timeout, state.client.request(upstream)).await {
-        Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
-        Ok(Err(e)) => {
-            warn!(api = %api.route.api_id, error = %e, "backend request failed");
-            (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)
-        }
-        Err(_) => (GatewayError::BackendTimeout.to_response(&ex.request_id), BackendOutcome::TimedOut),
+    // Another attempt needs an idempotent method and a body that can be sent again: none,
+    // or one read in full.
+    let idempotent =
+        matches!(ex.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
+    let replay = match &body {
+        _ if http.retries == 0 || !idempotent => None,
+        GatewayBody::Empty => Some(Bytes::new()),
+        GatewayBody::Full(Some(b)) => Some(b.clone()),
+        GatewayBody::Incoming(b) if b.is_end_stream() => Some(Bytes::new()),
+        _ => None,
     };
-    if let Some((t, at)) = traced {
-        let answer = (outcome == BackendOutcome::Responded).then(|| response.status());
-        t.backend_answered(answer, outcome, at.elapsed());
+    let attempts = if replay.is_some() { http.retries + 1 } else { 1 };
+    let mut body = Some(body);
+    let mut tried: u128 = 0;
+    let mut failure = None;
+    for attempt in 0..attempts {
+        let (authority, member) = match &http.target {
+            Target::Host(a) => (a, None),
+            Target::Channel(c) => match c.pick(hash_key, tried) {
+                Some(i) => (&c.members[i].authority, Some((c, i))),
+                None if attempt == 0 => {
+                    let err = GatewayError::NoHealthyMember { channel: c.name.clone() };
+                    if let Some(t) = trace {
+                        t.backend(BackendTrace::NotCalled);
+                    }
+                    return (err.to_response(&ex.request_id), BackendOutcome::Failed);
+                }
+                // Every member was tried: the last failure stands.
+                None => break,
+            },
+        };
+        let uri = http.uri(authority, &pq);
+        let mut upstream = Request::new(match (body.take(), &replay) {
+            (Some(b), _) => b,
+            (None, Some(again)) => GatewayBody::full(again.clone()),
+            (None, None) => unreachable!("one attempt without a replayable body"),
+        });
+        *upstream.method_mut() = ex.method.clone();
+        *upstream.headers_mut() =
+            if attempt + 1 < attempts { headers.clone() } else { std::mem::take(&mut headers) };
+        http.sign(&ex.method, &uri, upstream.headers_mut());
+        *upstream.uri_mut() = uri;
+        let traced = trace.map(|t| {
+            t.backend_sent(upstream.method(), upstream.uri(), upstream.headers(), attempt + 1);
+            (t, Instant::now())
+        });
+
+        let sent = tokio::time::timeout(http.timeout, http.client.request(upstream)).await;
+        let (response, outcome) = match sent {
+            Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
+            Ok(Err(e)) => {
+                warn!(api = %api.route.api_id, backend = %authority, error = %e, "backend request failed");
+                (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)
+            }
+            Err(_) => (GatewayError::BackendTimeout.to_response(&ex.request_id), BackendOutcome::TimedOut),
+        };
+        if let Some((t, at)) = traced {
+            let answer = (outcome == BackendOutcome::Responded).then(|| response.status());
+            t.backend_answered(answer, outcome, at.elapsed());
+        }
+        let ok = outcome == BackendOutcome::Responded;
+        if let Some((c, i)) = member {
+            let status = response.status().as_u16();
+            c.report(i, ok && !matches!(status, 502..=504));
+            tried |= 1 << i;
+        }
+        if ok {
+            return (response, outcome);
+        }
+        failure = Some((response, outcome));
     }
-    (response, outcome)
+    failure.expect("at least one attempt")
 }

@@ -90,6 +90,8 @@ pub enum BackendTrace {
         status: Option<u16>,
         outcome: &'static str,
         micros: u64,
+        /// 1, or more when earlier attempts failed and were retried (this is the last).
+        attempt: u32,
     },
 }
 
@@ -189,7 +191,7 @@ impl Trace {
         self.lock().backend = backend;
     }
 
-    pub(crate) fn backend_sent(&self, method: &Method, uri: &Uri, headers: &HeaderMap) {
+    pub(crate) fn backend_sent(&self, method: &Method, uri: &Uri, headers: &HeaderMap, attempt: u32) {
         self.backend(BackendTrace::Http {
             method: method.to_string(),
             url: uri.to_string(),
@@ -200,6 +202,7 @@ impl Trace {
             status: None,
             outcome: "sent",
             micros: 0,
+            attempt,
         });
     }
 

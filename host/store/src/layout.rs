@@ -42,8 +42,12 @@ pub fn split(config: &Value) -> Result<Vec<Resource>, LayoutError> {
     for (section, value) in top {
         match section.as_str() {
             LISTENERS | GATEWAY => out.push((Kind::Setting, section.clone(), value.clone())),
-            "plugins" | "policies" => {
-                let kind = if section == "plugins" { Kind::Plugin } else { Kind::Policy };
+            "plugins" | "policies" | "channels" => {
+                let kind = match section.as_str() {
+                    "plugins" => Kind::Plugin,
+                    "policies" => Kind::Policy,
+                    _ => Kind::Channel,
+                };
                 let Some(map) = value.as_object() else { return fail(section.as_str(), "is not a mapping") };
                 out.extend(map.iter().map(|(name, v)| (kind, name.clone(), v.clone())));
             }
@@ -93,6 +97,7 @@ pub fn assemble(resources: &[Resource]) -> Result<Value, LayoutError> {
     let mut top = Map::new();
     let mut plugins = Map::new();
     let mut policies = Map::new();
+    let mut channels = Map::new();
     let (mut credentials, mut certificates, mut environments) = (Vec::new(), Vec::new(), Vec::new());
     let mut groups: Vec<(String, Value)> = Vec::new();
     let mut apis: Vec<(String, String, Value)> = Vec::new();
@@ -103,6 +108,7 @@ pub fn assemble(resources: &[Resource]) -> Result<Value, LayoutError> {
             }
             Kind::Plugin => drop(plugins.insert(id.clone(), body.clone())),
             Kind::Policy => drop(policies.insert(id.clone(), body.clone())),
+            Kind::Channel => drop(channels.insert(id.clone(), body.clone())),
             Kind::Credential => credentials.push((id.clone(), body.clone())),
             Kind::Certificate => certificates.push((id.clone(), body.clone())),
             Kind::Environment => environments.push((id.clone(), body.clone())),
@@ -139,6 +145,7 @@ pub fn assemble(resources: &[Resource]) -> Result<Value, LayoutError> {
     };
     top.insert("plugins".into(), Value::Object(plugins));
     top.insert("policies".into(), Value::Object(policies));
+    top.insert("channels".into(), Value::Object(channels));
     top.insert("credentials".into(), sorted(credentials));
     top.insert("certificates".into(), sorted(certificates));
     top.insert("environments".into(), sorted(environments));
@@ -158,6 +165,7 @@ mod tests {
             "gateway": {"environment": "RELEASE"},
             "plugins": {"mine": {"path": "/p/mine.wasm"}},
             "policies": {"slow": {"plugin": "cors", "config": {"max_age": 5}}},
+            "channels": {"users": {"members": [{"address": "10.0.0.1:80", "weight": 2}]}},
             "credentials": [{"id": "b", "key": "k2", "secret": "s"}, {"id": "a", "key": "k1", "secret": "s"}],
             "certificates": [{"name": "c", "cert": "/c.pem", "key": "/k.pem"}],
             "environments": [{"name": "TEST", "variables": {"HOST": "t.example"}}],
@@ -175,7 +183,9 @@ mod tests {
         assert_eq!(back["groups"][0]["id"], "g1", "groups in id order");
         assert_eq!(back["groups"][1]["apis"], json!([{"id": "y", "path": "/y"}, {"id": "z", "path": "/z"}]));
         assert_eq!(back["credentials"][0]["id"], "a");
-        for section in ["listeners", "gateway", "plugins", "policies", "certificates", "environments"] {
+        for section in
+            ["listeners", "gateway", "plugins", "policies", "channels", "certificates", "environments"]
+        {
             assert_eq!(back[section], config[section], "{section}");
         }
     }

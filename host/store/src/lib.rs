@@ -53,12 +53,14 @@ pub enum Kind {
     Environment,
     Plugin,
     Certificate,
+    /// A load-balance channel (members, balancing, health checks).
+    Channel,
     /// Gateway-wide settings (listeners, limits, ...), one document per section.
     Setting,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Group,
         Kind::Api,
         Kind::Policy,
@@ -66,6 +68,7 @@ impl Kind {
         Kind::Environment,
         Kind::Plugin,
         Kind::Certificate,
+        Kind::Channel,
         Kind::Setting,
     ];
 
@@ -78,6 +81,7 @@ impl Kind {
             Kind::Environment => "environment",
             Kind::Plugin => "plugin",
             Kind::Certificate => "certificate",
+            Kind::Channel => "channel",
             Kind::Setting => "setting",
         }
     }

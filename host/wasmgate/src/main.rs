@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 use wasmgate_config::GatewayConfig;
+use wasmgate_proxy::upstream::{UpstreamClient, Upstreams};
 use wasmgate_proxy::{ListenerSettings, ListenerTls, ProxyState};
 use wasmgate_runtime::PluginRuntime;
 use wasmgate_runtime::capabilities::cluster::ClusterCounters;
@@ -191,8 +192,10 @@ fn main() -> Result<()> {
 fn check(config: &Path, plugins: &PluginArgs) -> Result<Arc<PluginRuntime>> {
     let cfg = GatewayConfig::load(config)?;
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
-    drop(snapshot::build(&cfg, config, &runtime, &plugins.dir())?);
-    Ok(runtime)
+    let builder =
+        snapshot::Builder { runtime, plugin_dir: plugins.dir(), upstreams: Arc::new(Upstreams::new(None)) };
+    drop(builder.build(&cfg, config)?);
+    Ok(builder.runtime)
 }
 
 /// Where the configuration comes from.
@@ -249,7 +252,9 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         runtime.capabilities().outbound.trust(certs);
     }
     source.fetch_components(&cfg, &runtime).await?;
-    let snapshot = snapshot::build(&cfg, &origin, &runtime, &plugin_dir)?;
+    let upstreams = Arc::new(Upstreams::new(Some(tokio::runtime::Handle::current())));
+    let builder = snapshot::Builder { runtime: runtime.clone(), plugin_dir, upstreams };
+    let snapshot = builder.build(&cfg, &origin)?;
     apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {
         let cluster = ClusterCounters::new(
@@ -261,7 +266,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         let _ = runtime.capabilities().cluster.set(cluster);
         info!(url = %redis.url, "cluster counters in redis");
     }
-    let state = Arc::new(ProxyState::new(snapshot));
+    let state = Arc::new(ProxyState::new(snapshot, builder.upstreams.client(&Default::default())?));
 
     // Reload triggers are in place before the first request can arrive, so no change made
     // after start-up is missed.
@@ -311,11 +316,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
             .await
             .with_context(|| format!("cannot listen on {admin_listen} for the admin API"))?;
         announce(&format!("wasmgate admin on http://{}", listener.local_addr()?));
-        let gateway = Arc::new(AdminGateway {
-            store: store.clone(),
-            runtime: runtime.clone(),
-            plugin_dir: plugin_dir.clone(),
-        });
+        let gateway = Arc::new(AdminGateway { store: store.clone(), builder: builder.clone() });
         tokio::spawn(wasmgate_admin::Admin::new(store.clone(), gateway, hash).serve(listener));
     }
     announce("wasmgate ready");
@@ -327,8 +328,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
 
     let reload = Reloader {
         source,
-        plugin_dir,
-        runtime,
+        builder,
         state,
         listeners: cfg.listeners.clone(),
         redis: cfg.gateway.redis.clone(),
@@ -355,7 +355,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         let _ = s.await;
     }
     // Log messages already accepted get a last chance to reach their brokers.
-    let caps = reload.runtime.capabilities().clone();
+    let caps = reload.builder.runtime.capabilities().clone();
     let _ = tokio::task::spawn_blocking(move || caps.log_sinks.flush(Duration::from_secs(5))).await;
     Ok(())
 }
@@ -363,8 +363,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
 /// The admin API's view of this gateway: it builds snapshots exactly as serving does.
 struct AdminGateway {
     store: Arc<wasmgate_store::Store>,
-    runtime: Arc<PluginRuntime>,
-    plugin_dir: PathBuf,
+    builder: snapshot::Builder,
 }
 
 impl wasmgate_admin::Gateway for AdminGateway {
@@ -378,18 +377,22 @@ impl wasmgate_admin::Gateway for AdminGateway {
         let fetched = tokio::runtime::Handle::current().block_on(store::fetch_components(
             &self.store,
             config,
-            &self.runtime,
+            &self.builder.runtime,
         ));
         fetched.map_err(|e| wasmgate_config::ConfigError {
             file: origin.into(),
             location: "plugins".into(),
             message: format!("{e:#}"),
         })?;
-        snapshot::build(config, origin, &self.runtime, &self.plugin_dir)
+        self.builder.build(config, origin)
     }
 
     fn install_component(&self, bytes: &[u8]) -> Result<String, String> {
-        self.runtime.install(bytes).map_err(|e| e.to_string())
+        self.builder.runtime.install(bytes).map_err(|e| e.to_string())
+    }
+
+    fn client(&self) -> Arc<UpstreamClient> {
+        self.builder.upstreams.client(&Default::default()).expect("the default client needs no files")
     }
 }
 
@@ -420,8 +423,7 @@ fn apply_process_settings(runtime: &PluginRuntime, cfg: &GatewayConfig) {
 
 struct Reloader {
     source: Source,
-    plugin_dir: PathBuf,
-    runtime: Arc<PluginRuntime>,
+    builder: snapshot::Builder,
     state: Arc<ProxyState>,
     listeners: Vec<wasmgate_config::Listener>,
     redis: Option<wasmgate_config::RedisSettings>,
@@ -433,22 +435,22 @@ impl Reloader {
     /// serving the current one.
     async fn reload(&self) {
         let loaded = match self.source.load().await {
-            Ok(cfg) => self.source.fetch_components(&cfg, &self.runtime).await.map(|()| cfg),
+            Ok(cfg) => self.source.fetch_components(&cfg, &self.builder.runtime).await.map(|()| cfg),
             Err(e) => Err(e),
         };
         let cfg = match loaded {
             Ok(cfg) => cfg,
             Err(e) => return error!("config reload rejected, still serving the previous config: {e:#}"),
         };
-        let (origin, runtime, dir) = (self.source.origin(), self.runtime.clone(), self.plugin_dir.clone());
+        let (origin, builder) = (self.source.origin(), self.builder.clone());
         let built = tokio::task::spawn_blocking(move || {
-            let snapshot = snapshot::build(&cfg, &origin, &runtime, &dir)?;
+            let snapshot = builder.build(&cfg, &origin)?;
             Ok::<_, wasmgate_config::ConfigError>((cfg, snapshot))
         })
         .await;
         match built {
             Ok(Ok((cfg, snapshot))) => {
-                apply_process_settings(&self.runtime, &cfg);
+                apply_process_settings(&self.builder.runtime, &cfg);
                 self.state.swap(snapshot);
                 if cfg.listeners != self.listeners {
                     warn!("listener changes take effect on restart only");

@@ -11,8 +11,24 @@ use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::policy::{Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
 use wasmgate_proxy::tls::{ClientCa, LoadedCertificate, TlsStore};
+use wasmgate_proxy::upstream::{self, ClientSettings, Upstreams};
 use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, Snapshot};
 use wasmgate_runtime::{CallLimits, PluginRuntime, PoolBuilder};
+
+/// What snapshots are built with, kept for the process: plugins are compiled by the
+/// runtime, backend clients and channels come from (and stay in) `upstreams`.
+#[derive(Clone)]
+pub struct Builder {
+    pub runtime: Arc<PluginRuntime>,
+    pub plugin_dir: PathBuf,
+    pub upstreams: Arc<Upstreams>,
+}
+
+impl Builder {
+    pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {
+        build(cfg, file, &self.runtime, &self.plugin_dir, &self.upstreams)
+    }
+}
 
 /// The file a built-in plugin is built to (`cors` → `wasmgate_plugin_cors.wasm`).
 pub fn builtin_path(plugin_dir: &Path, name: &str) -> PathBuf {
@@ -37,11 +53,12 @@ fn plugin_path(
     }
 }
 
-pub fn build(
+fn build(
     cfg: &GatewayConfig,
     file: &Path,
     runtime: &Arc<PluginRuntime>,
     plugin_dir: &Path,
+    upstreams: &Upstreams,
 ) -> Result<Snapshot, ConfigError> {
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
     // Certificates first: reading files is cheaper than compiling plugins.
@@ -122,6 +139,10 @@ pub fn build(
     }
 
     // Pass 3: APIs and routes.
+    let outbound_ca = match &cfg.gateway.outbound_ca {
+        Some(ca) => vec![read(ca).map_err(|m| err("gateway.outbound_ca".into(), m))?],
+        None => Vec::new(),
+    };
     let mut placed = placed.into_iter();
     let mut routers: HashMap<String, Router<Arc<Api>>> = HashMap::new();
     for d in &deployments {
@@ -140,9 +161,21 @@ pub fn build(
         }
         let backend = match &api.backend {
             config::Backend::Http(h) => {
-                let backend =
-                    HttpBackend::parse(&h.url, h.path.as_deref(), Duration::from_millis(h.timeout_ms))
-                        .map_err(|e| err(format!("{location} > backend.http.url"), e.to_string()))?;
+                let at = |field: &str| format!("{location} > backend.http.{field}");
+                let client = upstreams
+                    .client(&client_settings(h, &outbound_ca).map_err(|m| err(at("tls"), m))?)
+                    .map_err(|e| err(at("tls"), e.to_string()))?;
+                let timeout = Duration::from_millis(h.timeout_ms);
+                let mut backend = HttpBackend::parse(&h.url, h.path.as_deref(), timeout, client)
+                    .map_err(|e| err(at("url"), e.to_string()))?
+                    .with_retries(h.retries);
+                if let Some((name, channel)) = channel_named(cfg, &h.url) {
+                    let spec = channel_spec(channel, &outbound_ca);
+                    let channel = upstreams
+                        .channel(name, spec)
+                        .map_err(|e| err(format!("channels.{name}"), e.to_string()))?;
+                    backend = backend.with_channel(channel);
+                }
                 Backend::Http(match &h.signature_key {
                     Some(sk) => backend.with_signature_key(sk.key.clone(), sk.secret.clone()),
                     None => backend,
@@ -181,6 +214,73 @@ pub fn build(
             .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
     }
     Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// How connections to this backend are made: its connect timeout, the CAs it trusts
+/// besides the system's, and its client certificate.
+fn client_settings(h: &config::HttpBackend, outbound_ca: &[Vec<u8>]) -> Result<ClientSettings, String> {
+    let mut settings = ClientSettings {
+        connect_timeout: Duration::from_millis(h.connect_timeout_ms),
+        extra_cas: outbound_ca.to_vec(),
+        identity: None,
+    };
+    if let Some(tls) = &h.tls {
+        if let Some(ca) = &tls.ca {
+            settings.extra_cas.push(read(ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&tls.client_cert, &tls.client_key) {
+            settings.identity = Some((read(cert)?, read(key)?));
+        }
+    }
+    Ok(settings)
+}
+
+/// The channel a backend URL names by its host (`http://users/v1`: channel `users`).
+fn channel_named<'a>(cfg: &'a GatewayConfig, url: &str) -> Option<(&'a str, &'a config::Channel)> {
+    let uri: http::Uri = url.parse().ok()?;
+    let authority = uri.authority()?;
+    if authority.port().is_some() {
+        return None;
+    }
+    cfg.channels.get_key_value(authority.host()).map(|(n, c)| (n.as_str(), c))
+}
+
+fn channel_spec(c: &config::Channel, outbound_ca: &[Vec<u8>]) -> upstream::ChannelSpec {
+    upstream::ChannelSpec {
+        members: c
+            .members
+            .iter()
+            .map(|m| (m.address.parse().expect("validated at load"), m.weight))
+            .collect(),
+        balance: match (c.balance, &c.hash_on_header) {
+            (config::Balance::RoundRobin, _) => upstream::Balance::RoundRobin,
+            (config::Balance::ConsistentHash, None) => upstream::Balance::HashSourceIp,
+            (config::Balance::ConsistentHash, Some(h)) => {
+                upstream::Balance::HashHeader(h.parse().expect("validated at load"))
+            }
+        },
+        health: c.health_check.as_ref().map(|h| upstream::HealthSpec {
+            path: h.path.clone(),
+            https: h.https,
+            interval: Duration::from_millis(h.interval_ms),
+            timeout: Duration::from_millis(h.timeout_ms),
+            healthy_threshold: h.healthy_threshold,
+            unhealthy_threshold: h.unhealthy_threshold,
+        }),
+        passive: c.passive.as_ref().map(|p| upstream::PassiveSpec {
+            consecutive_failures: p.consecutive_failures,
+            eject: Duration::from_millis(p.eject_ms),
+        }),
+        probe_client: ClientSettings {
+            connect_timeout: Duration::from_millis(c.health_check.as_ref().map_or(1_000, |h| h.timeout_ms)),
+            extra_cas: outbound_ca.to_vec(),
+            identity: None,
+        },
+    }
 }
 
 /// Read every certificate, key and client CA the config names; a bad file fails the whole
