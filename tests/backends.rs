@@ -182,7 +182,7 @@ async fn health_checks_take_a_dead_member_out_and_bring_it_back() {
     let since = Instant::now();
     loop {
         let answers = members_answering(&gw, "/h", &[], 5).await;
-        if answers.iter().all(|m| m == "502 APIG.0206") {
+        if answers.iter().all(|m| m == "502 APIG.0208") {
             break;
         }
         assert!(since.elapsed() < Duration::from_secs(3), "{answers:?}");

@@ -439,8 +439,29 @@ pub struct ApiGroup {
     /// group claims. Each is a name, or `{name, certificate, client_ca}` for HTTPS.
     #[serde(default, deserialize_with = "domains")]
     pub domains: Vec<Domain>,
+    /// The group's own answers to gateway and policy errors, by error code (`APIG.0308`);
+    /// errors not listed keep the default JSON.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub error_responses: BTreeMap<String, ErrorResponse>,
     #[serde(default)]
     pub apis: Vec<Api>,
+}
+
+/// A custom error response: `$context.error.code`, `$context.error.message` and
+/// `$context.requestId` in the body are replaced by the error's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorResponse {
+    /// Default: the error's own status.
+    #[serde(default)]
+    pub status: Option<u16>,
+    pub body: String,
+    #[serde(default = "json_type")]
+    pub content_type: String,
+}
+
+fn json_type() -> String {
+    "application/json".into()
 }
 
 /// A domain a group answers on, with its HTTPS settings: a host name, or
@@ -504,6 +525,123 @@ pub struct Api {
     /// Applied in order.
     #[serde(default)]
     pub policies: Vec<PolicyBinding>,
+    /// Checked right after routing, before any policy: a request that breaks one gets 400
+    /// `APIG.0207` naming the parameter; absent ones with a default get it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Parameter>,
+    /// What the backend request carries besides the client's: request parameters moved or
+    /// renamed, constants and system values; applied in order after the request phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mapping: Vec<Mapping>,
+}
+
+/// A declared request parameter.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parameter {
+    pub name: String,
+    #[serde(rename = "in")]
+    pub location: ParamLocation,
+    #[serde(default, rename = "type")]
+    pub kind: ParamKind,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, deserialize_with = "scalar", skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, rename = "enum", deserialize_with = "scalars", skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+    /// Numbers: the value; strings: the length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// A regular expression the value must match (somewhere, unless anchored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamLocation {
+    Path,
+    Query,
+    Header,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamKind {
+    #[default]
+    String,
+    Integer,
+    Number,
+    Boolean,
+}
+
+/// A parameter by location and name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamRef {
+    #[serde(rename = "in")]
+    pub location: ParamLocation,
+    pub name: String,
+}
+
+/// One backend parameter: `to` gets the value of exactly one of `from` (a request
+/// parameter, moved), `constant` or `system`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    pub to: ParamRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ParamRef>,
+    #[serde(default, deserialize_with = "scalar", skip_serializing_if = "Option::is_none")]
+    pub constant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemParam>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemParam {
+    ClientIp,
+    RequestId,
+    AppId,
+    ApiId,
+}
+
+/// A YAML scalar (`20`, `true`, `abc`) as the string a request would carry.
+fn scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| s.0))
+}
+
+fn scalars<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Vec::<Scalar>::deserialize(d)?.into_iter().map(|s| s.0).collect())
+}
+
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Any {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        Ok(Scalar(
+            match Any::deserialize(d)
+                .map_err(|_| serde::de::Error::custom("expected a string, number or boolean"))?
+            {
+                Any::S(s) => s,
+                Any::I(i) => i.to_string(),
+                Any::F(f) => f.to_string(),
+                Any::B(b) => b.to_string(),
+            },
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -827,6 +965,21 @@ impl GatewayConfig {
             if !group_ids.insert(group.id.as_str()) {
                 return err(gloc, "group id is used twice".into());
             }
+            for (code, r) in &group.error_responses {
+                let eloc = format!("{gloc} > error_responses.{code}");
+                let well_formed = code
+                    .strip_prefix("APIG.")
+                    .is_some_and(|n| n.len() == 4 && n.bytes().all(|b| b.is_ascii_digit()));
+                if !well_formed {
+                    return err(eloc, "not an error code like APIG.0308".into());
+                }
+                if r.status.is_some_and(|s| !(200..=599).contains(&s)) {
+                    return err(format!("{eloc}.status"), "must be 200..=599".into());
+                }
+                if http::HeaderValue::from_str(&r.content_type).is_err() {
+                    return err(format!("{eloc}.content_type"), "not a header value".into());
+                }
+            }
             for (i, d) in group.domains.iter().enumerate() {
                 let dloc = format!("{gloc} > domains[{i}]");
                 let name = &d.name;
@@ -1124,7 +1277,59 @@ impl Api {
         Ok(Cow::Owned(api))
     }
 
+    /// Declared parameters and the mapping: names valid and unique per place, path
+    /// parameters in the path, one source per mapping. (Patterns and defaults are checked
+    /// when the snapshot is built, by the code that checks requests.)
+    fn validate_parameters(&self) -> Result<(), (String, String)> {
+        let header_ok = |n: &str| http::HeaderName::from_bytes(n.as_bytes()).is_ok();
+        if self.parameters.len() > 50 {
+            return Err(("parameters".into(), format!("{} parameters; at most 50", self.parameters.len())));
+        }
+        let mut seen = HashSet::new();
+        for (i, p) in self.parameters.iter().enumerate() {
+            let at = format!("parameters[{i}] ({})", p.name);
+            if p.name.is_empty() || !seen.insert((p.location, p.name.to_ascii_lowercase())) {
+                return Err((at, "the name is empty or declared twice in the same place".into()));
+            }
+            if p.location == ParamLocation::Header && !header_ok(&p.name) {
+                return Err((at, "not a header name".into()));
+            }
+            if p.location == ParamLocation::Path
+                && !self.path.contains(&format!("{{{}}}", p.name))
+                && !self.path.contains(&format!("{{{}+}}", p.name))
+            {
+                return Err((at, format!("the path `{}` has no {{{}}}", self.path, p.name)));
+            }
+            if let (Some(min), Some(max)) = (p.min, p.max)
+                && min > max
+            {
+                return Err((at, format!("min {min} is more than max {max}")));
+            }
+        }
+        for (i, m) in self.mapping.iter().enumerate() {
+            let at = format!("mapping[{i}]");
+            let sources = usize::from(m.from.is_some())
+                + usize::from(m.constant.is_some())
+                + usize::from(m.system.is_some());
+            if sources != 1 {
+                return Err((at, "give exactly one of `from`, `constant` or `system`".into()));
+            }
+            for (what, r) in [("to", Some(&m.to)), ("from", m.from.as_ref())] {
+                if let Some(r) = r
+                    && (r.name.is_empty() || (r.location == ParamLocation::Header && !header_ok(&r.name)))
+                {
+                    return Err((
+                        format!("{at}.{what}"),
+                        format!("`{}` is not a {:?} parameter name", r.name, r.location).to_lowercase(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
+        self.validate_parameters()?;
         for m in self.method.normalized() {
             if !METHODS.contains(&m.as_str()) {
                 return Err(("method".into(), format!("`{m}` is not one of ANY, {}", METHODS.join(", "))));

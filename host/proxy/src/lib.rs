@@ -8,6 +8,7 @@ pub mod backend;
 pub mod body;
 pub mod debug;
 pub mod error;
+pub mod params;
 pub mod pipeline;
 pub mod policy;
 pub mod router;
@@ -146,6 +147,12 @@ pub struct Api {
     pub route: RouteInfo,
     pub backend: Backend,
     pub chain: PolicyChain,
+    /// Checked after routing, before the policies.
+    pub parameters: Vec<params::ParamRule>,
+    /// Applied to the backend request.
+    pub mapping: Vec<params::MapRule>,
+    /// The group's custom error responses, if it has any.
+    pub errors: Option<Arc<error::CustomErrors>>,
 }
 
 /// Everything a request needs to be routed and processed, built and validated as a whole.

@@ -3,7 +3,9 @@
 
 use crate::backend::{self, Backend, HttpBackend, Target};
 use crate::body::GatewayBody;
+use crate::error::ErrorInfo;
 use crate::error::GatewayError;
+use crate::params::{RequestParams, SystemValues};
 use crate::policy::*;
 use crate::trace::{BackendTrace, Trace};
 use crate::{Api, Connection, OnError, ProxyState};
@@ -199,6 +201,24 @@ pub async fn handle(
         body: None,
     };
     let chain = &api.chain;
+    // An API's own error answers, where its group has them.
+    let answer = |e: GatewayError, rid: &str| {
+        let response = e.to_response(rid);
+        finish(
+            match &api.errors {
+                Some(custom) => crate::error::customize(custom, response, rid),
+                None => response,
+            },
+            rid,
+        )
+    };
+    if !api.parameters.is_empty() {
+        let mut params =
+            RequestParams { path: &mut ex.params, query: &mut ex.query, headers: &mut ex.headers };
+        if let Err(e) = params.validate(&api.parameters) {
+            return answer(GatewayError::InvalidParameter(e), &ex.request_id);
+        }
+    }
     // Read now: the headers go to the backend before the log phase runs.
     let declared_length = if chain.has_log_phase {
         ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
@@ -214,15 +234,17 @@ pub async fn handle(
         match read_prefix(body, n as usize + usize::from(full)).await {
             Ok((head, rest)) => {
                 if full && head.len() > n as usize {
-                    return finish(GatewayError::BodyTooLarge.to_response(&ex.request_id), &ex.request_id);
+                    return answer(GatewayError::BodyTooLarge, &ex.request_id);
                 }
                 request_body_truncated = rest.is_some() || head.len() > n as usize;
                 ex.body = Some(head.slice(..head.len().min(n as usize)));
                 rejoin(head, rest)
             }
             Err(_) => {
-                let e = GatewayError::BadRequest("the request body could not be read");
-                return finish(e.to_response(&ex.request_id), &ex.request_id);
+                return answer(
+                    GatewayError::BadRequest("the request body could not be read"),
+                    &ex.request_id,
+                );
             }
         }
     } else {
@@ -278,7 +300,7 @@ pub async fn handle(
     }
     if early.is_none() && !method_matched {
         // An OPTIONS request routed only for its preflight, and nothing answered it.
-        return finish(GatewayError::RouteNotFound.to_response(&ex.request_id), &ex.request_id);
+        return answer(GatewayError::RouteNotFound, &ex.request_id);
     }
 
     // Backend.
@@ -310,10 +332,7 @@ pub async fn handle(
                         response_prefix = Some(head.slice(..head.len().min(n as usize)));
                         rejoin(head, rest)
                     }
-                    Err(_) => {
-                        let e = GatewayError::BackendUnavailable;
-                        return finish(e.to_response(&ex.request_id), &ex.request_id);
-                    }
+                    Err(_) => return answer(GatewayError::BackendUnavailable, &ex.request_id),
                 },
                 GatewayBody::Full(Some(b)) => {
                     response_prefix = Some(b.slice(..b.len().min(n as usize)));
@@ -359,6 +378,10 @@ pub async fn handle(
         }
     }
 
+    if let Some(custom) = &api.errors {
+        ErrorInfo::mark_reply(&mut response);
+        response = crate::error::customize(custom, response, &ex.request_id);
+    }
     let mut response = finish(response, &ex.request_id);
     if chain.has_log_phase {
         let request_size = declared_length.or_else(|| ex.body.as_ref().map(|b| b.len() as u64)).unwrap_or(0);
@@ -483,6 +506,17 @@ async fn call_backend(
             return (Backend::mock_response(reply), BackendOutcome::NotCalled);
         }
     };
+    if !api.mapping.is_empty() {
+        let system = SystemValues {
+            client_ip: ex.client_ip,
+            request_id: &ex.request_id,
+            app_id: ex.identity.app_id.as_deref(),
+            api_id: &api.route.api_id,
+        };
+        let mut params =
+            RequestParams { path: &mut ex.params, query: &mut ex.query, headers: &mut ex.headers };
+        params.map(&api.mapping, &system);
+    }
     let Ok(pq) = http.path_and_query(&ex.path, &ex.params, &ex.query) else {
         let err = GatewayError::BadRequest("the backend path cannot be built from this request");
         return (err.to_response(&ex.request_id), BackendOutcome::NotCalled);

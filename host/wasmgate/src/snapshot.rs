@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfig};
 use wasmgate_proxy::backend::{Backend, HttpBackend};
+use wasmgate_proxy::error::{CustomError, CustomErrors};
+use wasmgate_proxy::params;
 use wasmgate_proxy::policy::{Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
 use wasmgate_proxy::tls::{ClientCa, LoadedCertificate, TlsStore};
@@ -145,6 +147,11 @@ fn build(
     };
     let mut placed = placed.into_iter();
     let mut routers: HashMap<String, Router<Arc<Api>>> = HashMap::new();
+    let mut group_errors: HashMap<&str, Option<Arc<CustomErrors>>> = HashMap::new();
+    for g in &cfg.groups {
+        let errors = custom_errors(g).map_err(|(at, m)| err(format!("group `{}` > {at}", g.id), m))?;
+        group_errors.insert(&g.id, errors);
+    }
     for d in &deployments {
         let (group, api) = (d.group, &d.api);
         let domains: Vec<&str> = group.domains.iter().map(|d| d.name.as_str()).collect();
@@ -206,6 +213,10 @@ fn build(
             },
             backend,
             chain: PolicyChain::new(bindings),
+            parameters: parameter_rules(&api.parameters)
+                .map_err(|(at, m)| err(format!("{location} > {at}"), m))?,
+            mapping: api.mapping.iter().map(map_rule).collect(),
+            errors: group_errors[group.id.as_str()].clone(),
         });
         routers
             .entry(d.environment.to_string())
@@ -214,6 +225,99 @@ fn build(
             .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
     }
     Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls })
+}
+
+fn location(l: config::ParamLocation) -> params::Location {
+    match l {
+        config::ParamLocation::Path => params::Location::Path,
+        config::ParamLocation::Query => params::Location::Query,
+        config::ParamLocation::Header => params::Location::Header,
+    }
+}
+
+/// The declared parameters as the pipeline checks them; a pattern that does not compile or
+/// a default the parameter's own rules refuse is an error here, at load.
+fn parameter_rules(declared: &[config::Parameter]) -> Result<Vec<params::ParamRule>, (String, String)> {
+    declared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let at = |field: &str| format!("parameters[{i}] ({}){field}", p.name);
+            let pattern = p
+                .pattern
+                .as_deref()
+                .map(regex::Regex::new)
+                .transpose()
+                .map_err(|e| (at(".pattern"), e.to_string()))?;
+            let rule = params::ParamRule {
+                // Header names are matched lower-case, as `http` stores them.
+                name: if p.location == config::ParamLocation::Header {
+                    p.name.to_ascii_lowercase()
+                } else {
+                    p.name.clone()
+                },
+                location: location(p.location),
+                kind: match p.kind {
+                    config::ParamKind::String => params::ParamType::String,
+                    config::ParamKind::Integer => params::ParamType::Integer,
+                    config::ParamKind::Number => params::ParamType::Number,
+                    config::ParamKind::Boolean => params::ParamType::Boolean,
+                },
+                required: p.required,
+                default: p.default.clone(),
+                allowed: p.allowed.clone(),
+                min: p.min,
+                max: p.max,
+                pattern,
+            };
+            for value in rule.default.iter().chain(&rule.allowed) {
+                rule.check(value).map_err(|m| (at(""), format!("`{value}` breaks its own rules: {m}")))?;
+            }
+            Ok(rule)
+        })
+        .collect()
+}
+
+fn map_rule(m: &config::Mapping) -> params::MapRule {
+    let lower = |r: &config::ParamRef| {
+        let name = if r.location == config::ParamLocation::Header {
+            r.name.to_ascii_lowercase()
+        } else {
+            r.name.clone()
+        };
+        (location(r.location), name)
+    };
+    let source = match (&m.from, &m.constant, m.system) {
+        (Some(from), ..) => {
+            let (l, n) = lower(from);
+            params::Source::Param(l, n)
+        }
+        (None, Some(c), _) => params::Source::Constant(c.clone()),
+        (None, None, Some(s)) => params::Source::System(match s {
+            config::SystemParam::ClientIp => params::SystemValue::ClientIp,
+            config::SystemParam::RequestId => params::SystemValue::RequestId,
+            config::SystemParam::AppId => params::SystemValue::AppId,
+            config::SystemParam::ApiId => params::SystemValue::ApiId,
+        }),
+        (None, None, None) => unreachable!("the config's validation requires one source"),
+    };
+    params::MapRule { to: lower(&m.to), source }
+}
+
+fn custom_errors(g: &config::ApiGroup) -> Result<Option<Arc<CustomErrors>>, (String, String)> {
+    if g.error_responses.is_empty() {
+        return Ok(None);
+    }
+    let mut errors = CustomErrors::new();
+    for (code, r) in &g.error_responses {
+        let at = format!("error_responses.{code}");
+        let status =
+            r.status.map(http::StatusCode::from_u16).transpose().map_err(|e| (at.clone(), e.to_string()))?;
+        let content_type =
+            r.content_type.parse().map_err(|_| (at, "content_type is not a header value".to_string()))?;
+        errors.insert(code.clone(), CustomError { status, body: r.body.clone(), content_type });
+    }
+    Ok(Some(Arc::new(errors)))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
