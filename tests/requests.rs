@@ -151,3 +151,45 @@ fn parameter_and_error_response_mistakes_are_named_at_load() {
         assert!(!ok && out.contains(expected), "expected `{expected}` in:\n{out}");
     }
 }
+
+/// A chunked POST of `size` bytes over a raw connection; the status line's code.
+async fn chunked_post(gw: &Gateway, size: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = "POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    for chunk in vec![b'x'; size].chunks(300) {
+        let _ = s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await;
+        let _ = s.write_all(chunk).await;
+        let _ = s.write_all(b"\r\n").await;
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer).await;
+    let code = answer.get(9..12).unwrap_or("").parse().unwrap_or(0);
+    (code, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_and_bodies_get_431_and_413() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start_whole(&format!(
+        "{}groups:\n- id: g\n  apis:\n  - {{id: e, path: /echo, backend: {{http: {{url: '{}'}}}}}}\n",
+        common::config_header_with("max_header_bytes: 2048, max_body_bytes: 1000"),
+        upstream.url()
+    ));
+    let c = HttpClient::default();
+    let big = "v".repeat(3000);
+    let r = c.get(&gw.url("/echo"), &[("x-big", &big)]).await;
+    assert_eq!((r.status, r.error_code()), (431, "APIG.0209".to_string()));
+    let r = c.send("POST", &gw.url("/echo"), &[], &"b".repeat(2000)).await;
+    assert_eq!((r.status, r.error_code()), (413, "APIG.0210".to_string()));
+    assert_eq!(c.send("POST", &gw.url("/echo"), &[], &"b".repeat(900)).await.status, 200);
+    // Without Content-Length the body is counted as it streams.
+    let (code, answer) = chunked_post(&gw, 600).await;
+    assert_eq!(code, 200, "{answer}");
+    assert!(answer.contains(&"x".repeat(600)), "the upstream got the whole body: {answer}");
+    let (code, answer) = chunked_post(&gw, 3000).await;
+    assert_eq!(code, 413, "{answer}");
+    assert!(answer.contains("APIG.0210"), "{answer}");
+}

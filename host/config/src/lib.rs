@@ -374,6 +374,11 @@ pub struct GatewaySettings {
     /// Shifts the clock plugins read (`wasmgate:plugin/clock`, counter windows), for drills
     /// and tests of day-long windows. Leave at 0 in production.
     pub clock_offset_ms: i64,
+    /// Requests whose header lines (names and values) add up to more get 431 `APIG.0209`.
+    pub max_header_bytes: usize,
+    /// Requests with a larger body get 413 `APIG.0210` (announced by `Content-Length`, or
+    /// counted as a chunked body streams).
+    pub max_body_bytes: u64,
 }
 
 impl Default for GatewaySettings {
@@ -386,6 +391,8 @@ impl Default for GatewaySettings {
             log_buffer: LogBuffer::default(),
             outbound_ca: None,
             clock_offset_ms: 0,
+            max_header_bytes: 32 << 10,
+            max_body_bytes: 12 << 20,
         }
     }
 }
@@ -915,6 +922,18 @@ impl GatewayConfig {
                     return err(format!("plugins.{name}"), message.into());
                 }
             }
+        }
+        if !(1024..=1 << 20).contains(&self.gateway.max_header_bytes) {
+            return err(
+                "gateway.max_header_bytes".into(),
+                format!("{} is outside 1024..=1048576", self.gateway.max_header_bytes),
+            );
+        }
+        if !(1..=1 << 30).contains(&self.gateway.max_body_bytes) {
+            return err(
+                "gateway.max_body_bytes".into(),
+                format!("{} is outside 1..=1073741824", self.gateway.max_body_bytes),
+            );
         }
         if let Some(r) = &self.gateway.redis {
             if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {

@@ -25,6 +25,10 @@ pub enum GatewayError {
     NoHealthyMember { channel: String },
     #[error("invalid request: {0}")]
     InvalidParameter(ParamError),
+    #[error("the request's headers add up to more than the gateway accepts ({0} bytes)")]
+    HeadersTooLarge(usize),
+    #[error("the request body is larger than the gateway accepts ({0} bytes)")]
+    RequestTooLarge(u64),
     #[error("plugin `{plugin}` failed")]
     PluginFailed { plugin: String },
     #[error("plugin `{plugin}` exceeded its CPU deadline or wall-clock cap")]
@@ -50,6 +54,8 @@ impl GatewayError {
             BackendTimeout => (StatusCode::GATEWAY_TIMEOUT, "APIG.0203"),
             NoHealthyMember { .. } => (StatusCode::BAD_GATEWAY, "APIG.0208"),
             InvalidParameter(_) => (StatusCode::BAD_REQUEST, "APIG.0207"),
+            HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "APIG.0209"),
+            RequestTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "APIG.0210"),
             PluginFailed { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "APIG.0501"),
             PluginDeadline { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "APIG.0502"),
             PluginMemory { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "APIG.0503"),

@@ -163,6 +163,21 @@ pub struct Snapshot {
     pub default_environment: String,
     /// Certificates by domain, for HTTPS listeners.
     pub tls: tls::TlsStore,
+    pub limits: RequestLimits,
+}
+
+/// What a request may bring.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Header names and values, added up.
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits { max_header_bytes: 32 << 10, max_body_bytes: 12 << 20 }
+    }
 }
 
 impl Snapshot {
@@ -171,6 +186,7 @@ impl Snapshot {
             routers: HashMap::new(),
             default_environment: "RELEASE".into(),
             tls: tls::TlsStore::default(),
+            limits: RequestLimits::default(),
         }
     }
 

@@ -15,6 +15,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tracing::warn;
 
@@ -34,6 +35,8 @@ struct Exchange {
     identity: Identity,
     context: Vec<(String, String)>,
     body: Option<Bytes>,
+    /// Set for a chunked request body: whether it passed the gateway's limit, and the limit.
+    body_exceeded: Option<(Arc<AtomicBool>, u64)>,
 }
 
 impl Exchange {
@@ -199,6 +202,7 @@ pub async fn handle(
         identity: Identity::default(),
         context,
         body: None,
+        body_exceeded: None,
     };
     let chain = &api.chain;
     // An API's own error answers, where its group has them.
@@ -212,6 +216,17 @@ pub async fn handle(
             rid,
         )
     };
+    let limits = snapshot.limits;
+    let header_bytes: usize = ex.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if header_bytes > limits.max_header_bytes {
+        return answer(GatewayError::HeadersTooLarge(limits.max_header_bytes), &ex.request_id);
+    }
+    // Read now: the headers go to the backend before the log phase runs.
+    let declared_length =
+        ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared_length.is_some_and(|n| n > limits.max_body_bytes) {
+        return answer(GatewayError::RequestTooLarge(limits.max_body_bytes), &ex.request_id);
+    }
     if !api.parameters.is_empty() {
         let mut params =
             RequestParams { path: &mut ex.params, query: &mut ex.query, headers: &mut ex.headers };
@@ -219,12 +234,6 @@ pub async fn handle(
             return answer(GatewayError::InvalidParameter(e), &ex.request_id);
         }
     }
-    // Read now: the headers go to the backend before the log phase runs.
-    let declared_length = if chain.has_log_phase {
-        ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    } else {
-        None
-    };
 
     // Bodies are read only when a binding asked; otherwise they stream untouched.
     let mut request_body_truncated = false;
@@ -249,6 +258,14 @@ pub async fn handle(
         }
     } else {
         GatewayBody::Incoming(body)
+    };
+    // A body of unknown length is counted as it streams, and cut off past the limit.
+    let request_body = if declared_length.is_none() && !request_body.is_end_stream() {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        ex.body_exceeded = Some((exceeded.clone(), limits.max_body_bytes));
+        request_body.limited(limits.max_body_bytes, exceeded)
+    } else {
+        request_body
     };
 
     // Request phase.
@@ -597,6 +614,13 @@ async fn call_backend(
         let sent = tokio::time::timeout(http.timeout, http.client.request(upstream)).await;
         let (response, outcome) = match sent {
             Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
+            Ok(Err(_))
+                if let Some((exceeded, limit)) = &ex.body_exceeded
+                    && exceeded.load(Ordering::Relaxed) =>
+            {
+                let e = GatewayError::RequestTooLarge(*limit);
+                return (e.to_response(&ex.request_id), BackendOutcome::NotCalled);
+            }
             Ok(Err(e)) => {
                 warn!(api = %api.route.api_id, backend = %authority, error = %e, "backend request failed");
                 (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)

@@ -18,6 +18,9 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
+/// hyper's own cap on a request head (it answers a bare 431 past it).
+const MAX_HEAD: usize = (1 << 20) + (64 << 10);
+
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,7 +34,11 @@ pub async fn serve(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Above the largest `gateway.max_header_bytes`, so the pipeline refuses large headers
+    // itself, with the gateway's JSON error and code.
+    builder.http1().max_buf_size(MAX_HEAD);
+    builder.http2().max_header_list_size(MAX_HEAD as u32);
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -224,7 +224,11 @@ fn build(
             .insert(&domains, methods, &api.path, api.match_mode == config::MatchMode::Prefix, entry)
             .map_err(|e| err(format!("{location} > path"), e.to_string()))?;
     }
-    Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls })
+    let limits = wasmgate_proxy::RequestLimits {
+        max_header_bytes: cfg.gateway.max_header_bytes,
+        max_body_bytes: cfg.gateway.max_body_bytes,
+    };
+    Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls, limits })
 }
 
 fn location(l: config::ParamLocation) -> params::Location {
