@@ -128,6 +128,8 @@ pub struct Gateway {
     /// The admin API's address and, if this start made it, its token (store mode).
     pub admin: Option<SocketAddr>,
     pub admin_token: Option<String>,
+    /// `gateway.metrics_listen`'s address, when set.
+    pub metrics: Option<SocketAddr>,
     /// The store served from (`start_from_store`).
     store: Option<String>,
     pub config: PathBuf,
@@ -227,13 +229,19 @@ impl Gateway {
         let mut child = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
-        let (mut admin, mut admin_token) = (None, None);
+        let (mut admin, mut admin_token, mut metrics) = (None, None, None);
         loop {
             let mut line = String::new();
             stdout.read_line(&mut line).unwrap();
             let line = line.trim();
             if line == "wasmgate ready" {
                 break;
+            }
+            if let Some(a) =
+                line.strip_prefix("wasmgate metrics on http://").and_then(|a| a.strip_suffix("/metrics"))
+            {
+                metrics = Some(a.parse().unwrap());
+                continue;
             }
             if let Some(a) = line.strip_prefix("wasmgate admin on http://") {
                 admin = Some(a.parse().unwrap());
@@ -257,7 +265,7 @@ impl Gateway {
             let mut out = std::fs::File::create(log).unwrap();
             let _ = std::io::copy(&mut BufReader::new(stderr), &mut out);
         });
-        Ok(Gateway { addr: addrs[0], addrs, admin, admin_token, store: None, config, child, dir })
+        Ok(Gateway { addr: addrs[0], addrs, admin, admin_token, metrics, store: None, config, child, dir })
     }
 
     pub fn store_url(&self) -> Option<String> {

@@ -52,8 +52,11 @@ pub trait Gateway: Send + Sync + 'static {
     /// SHA-256, which is returned. The error says what is wrong with it.
     fn install_component(&self, bytes: &[u8]) -> Result<String, String>;
 
-    /// The client for backends named at request time (see `ProxyState`).
-    fn client(&self) -> Arc<wasmgate_proxy::upstream::UpstreamClient>;
+    /// What serves requests with `snapshot`, as the gateway's listeners do.
+    fn proxy(&self, snapshot: Snapshot) -> wasmgate_proxy::ProxyState;
+
+    /// The gateway's metrics in Prometheus' text format.
+    fn metrics(&self) -> String;
 }
 
 const TOKEN_KEY: &str = "admin_token_sha256";
@@ -159,6 +162,14 @@ impl Admin {
         {
             let id = id.to_string();
             return self.reset_keys(&id).await;
+        }
+        if let ["metrics"] = &segments[..]
+            && req.method() == Method::GET
+        {
+            return Ok(Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(self.gateway.metrics())))
+                .unwrap());
         }
         if let ["plugins", name, "component"] = &segments[..]
             && req.method() == Method::PUT
@@ -487,7 +498,7 @@ impl Admin {
         let stage = (environment != default_environment).then_some(environment.as_str());
         let request = call.request(&host, stage)?;
         let snapshot = self.build(config).await?;
-        let state = Arc::new(wasmgate_proxy::ProxyState::new(snapshot, self.gateway.client()));
+        let state = Arc::new(self.gateway.proxy(snapshot));
         let client = std::net::SocketAddr::new(call.client_ip, 0);
         let response = wasmgate_proxy::debug::call(state, request, client)
             .await
@@ -535,7 +546,8 @@ pub const COLLECTIONS: [(&str, Kind); 9] = [
 ];
 
 /// The publishing routes ([`Admin::lifecycle`]) and their methods, for the description's test.
-pub const LIFECYCLE: [(&str, &[&str]); 6] = [
+pub const LIFECYCLE: [(&str, &[&str]); 7] = [
+    ("/metrics", &["get"]),
     ("/credentials/{id}/reset", &["post"]),
     ("/plugins/{id}/component", &["put"]),
     ("/apis/{id}/publications", &["get", "post"]),

@@ -374,6 +374,11 @@ pub struct GatewaySettings {
     /// Shifts the clock plugins read (`wasmgate:plugin/clock`, counter windows), for drills
     /// and tests of day-long windows. Leave at 0 in production.
     pub clock_offset_ms: i64,
+    /// Where `GET /metrics` (Prometheus) is served, without authentication; none by default
+    /// (a gateway serving from the store also has it on the admin API). Read at start-up.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// One line per request on stderr (target `access`), off unless enabled.
+    pub access_log: AccessLog,
     /// Requests whose header lines (names and values) add up to more get 431 `APIG.0209`.
     pub max_header_bytes: usize,
     /// Requests with a larger body get 413 `APIG.0210` (announced by `Content-Length`, or
@@ -391,10 +396,41 @@ impl Default for GatewaySettings {
             log_buffer: LogBuffer::default(),
             outbound_ca: None,
             clock_offset_ms: 0,
+            metrics_listen: None,
+            access_log: AccessLog::default(),
             max_header_bytes: 32 << 10,
             max_body_bytes: 12 << 20,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLog {
+    pub enabled: bool,
+    /// The level the lines are logged at.
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line, the fields at the top level.
+    #[default]
+    Json,
+    Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

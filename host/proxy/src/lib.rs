@@ -4,10 +4,12 @@
 //! on wasmtime. The routing table and every API's policy chain form one immutable
 //! [`Snapshot`], swapped atomically on reload; a request keeps the snapshot it started with.
 
+pub mod access_log;
 pub mod backend;
 pub mod body;
 pub mod debug;
 pub mod error;
+pub mod metrics;
 pub mod params;
 pub mod pipeline;
 pub mod policy;
@@ -93,6 +95,7 @@ pub enum OnError {
 pub struct Binding {
     pub policy: Arc<dyn Policy>,
     pub on_error: OnError,
+    pub metrics: metrics::BindingMetrics,
 }
 
 /// An API's bindings in order, with what the chain as a whole needs worked out once.
@@ -153,6 +156,7 @@ pub struct Api {
     pub mapping: Vec<params::MapRule>,
     /// The group's custom error responses, if it has any.
     pub errors: Option<Arc<error::CustomErrors>>,
+    pub metrics: metrics::ApiMetrics,
 }
 
 /// Everything a request needs to be routed and processed, built and validated as a whole.
@@ -164,6 +168,8 @@ pub struct Snapshot {
     /// Certificates by domain, for HTTPS listeners.
     pub tls: tls::TlsStore,
     pub limits: RequestLimits,
+    /// One access log event per request at this level; `None`: no access log.
+    pub access_log: Option<tracing::Level>,
 }
 
 /// What a request may bring.
@@ -187,6 +193,7 @@ impl Snapshot {
             default_environment: "RELEASE".into(),
             tls: tls::TlsStore::default(),
             limits: RequestLimits::default(),
+            access_log: None,
         }
     }
 
@@ -206,11 +213,17 @@ pub const X_STAGE: &str = "x-stage";
 pub struct ProxyState {
     pub snapshot: ArcSwap<Snapshot>,
     pub client: Arc<upstream::UpstreamClient>,
+    /// Counts the requests no API matched.
+    pub unmatched: metrics::ApiMetrics,
 }
 
 impl ProxyState {
-    pub fn new(snapshot: Snapshot, client: Arc<upstream::UpstreamClient>) -> Self {
-        ProxyState { snapshot: ArcSwap::from_pointee(snapshot), client }
+    pub fn new(
+        snapshot: Snapshot,
+        client: Arc<upstream::UpstreamClient>,
+        metrics: &metrics::Metrics,
+    ) -> Self {
+        ProxyState { snapshot: ArcSwap::from_pointee(snapshot), client, unmatched: metrics.unmatched() }
     }
 
     /// Make `snapshot` the one new requests see. Requests in flight keep theirs.

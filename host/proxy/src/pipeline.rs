@@ -1,14 +1,16 @@
 //! One request through the gateway, phase by phase:
 //! route → request phase → backend → response phase → send → log phase.
 
+use crate::access_log::{AccessLine, Served};
 use crate::backend::{self, Backend, HttpBackend, Target};
 use crate::body::GatewayBody;
 use crate::error::ErrorInfo;
 use crate::error::GatewayError;
+use crate::metrics::Phase;
 use crate::params::{RequestParams, SystemValues};
 use crate::policy::*;
 use crate::trace::{BackendTrace, Trace};
-use crate::{Api, Connection, OnError, ProxyState};
+use crate::{Api, Connection, OnError, ProxyState, Snapshot};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body::Body;
@@ -155,8 +157,29 @@ pub async fn handle(
     conn: &Connection,
 ) -> Response<GatewayBody> {
     let start = Instant::now();
-    let start_wall = SystemTime::now();
     let snapshot = state.snapshot.load_full();
+    let access = snapshot.access_log.map(|level| AccessLine::new(level, &req, conn));
+    let mut served = Served::default();
+    let response = serve(&state, snapshot, req, conn, start, &mut served).await;
+    let took = start.elapsed();
+    let metrics = served.api.as_ref().map_or(&state.unmatched, |api| &api.metrics);
+    metrics.finished(response.status().as_u16(), took);
+    if let Some(line) = access {
+        line.emit(&served, &response, took);
+    }
+    response
+}
+
+/// [`handle`] without the request metrics and access log; what it finds goes in `served`.
+async fn serve(
+    state: &Arc<ProxyState>,
+    snapshot: Arc<Snapshot>,
+    req: Request<Incoming>,
+    conn: &Connection,
+    start: Instant,
+    served: &mut Served,
+) -> Response<GatewayBody> {
+    let start_wall = SystemTime::now();
     let host = host_of(&req);
     let rid = request_id(req.headers());
     let found = snapshot.router(req.headers()).and_then(|r| r.find(&host, req.method(), req.uri().path()));
@@ -171,6 +194,7 @@ pub async fn handle(
         return finish(GatewayError::Misdirected.to_response(&rid), &rid);
     }
     let api: Arc<Api> = found.value.clone();
+    served.api = Some(api.clone());
     let method_matched = found.method_matched;
     let trace = conn.trace.as_deref();
     if let Some(t) = trace {
@@ -273,10 +297,12 @@ pub async fn handle(
     let mut backend_override: Option<BackendTarget> = None;
     let mut response_ops: Vec<HeaderOp> = Vec::new();
     for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
-        let traced = trace.map(|t| (t, Instant::now()));
+        let called = Instant::now();
         let result = b.policy.on_request(&ex.view(&api.route)).await;
-        if let Some((t, at)) = traced {
-            t.request_step(b, &result, at.elapsed());
+        let took = called.elapsed();
+        b.metrics.call(Phase::Request, took, result.is_err());
+        if let Some(t) = trace {
+            t.request_step(b, &result, took);
         }
         match result {
             Ok(RequestAction::Continue(changes)) => {
@@ -304,7 +330,13 @@ pub async fn handle(
                 response_ops.extend(changes.response_headers);
             }
             Ok(RequestAction::Respond(reply)) => {
-                early = Some(Backend::mock_response(&reply));
+                let mut response = Backend::mock_response(&reply);
+                if reply.status.as_u16() >= 400 {
+                    ErrorInfo::mark_reply(&mut response);
+                    let code = response.extensions().get::<ErrorInfo>().map(|e| e.code.as_str());
+                    b.metrics.rejected(code.unwrap_or(reply.status.as_str()));
+                }
+                early = Some(response);
                 break;
             }
             Err(e) => {
@@ -324,9 +356,16 @@ pub async fn handle(
     let backend_start = Instant::now();
     let (mut response, outcome) = match early {
         Some(r) => (r, BackendOutcome::NotCalled),
-        None => call_backend(&state, &api, &mut ex, backend_override, request_body, trace).await,
+        None => call_backend(state, &api, &mut ex, backend_override, request_body, trace).await,
     };
     let backend_latency = backend_start.elapsed();
+    if outcome != BackendOutcome::NotCalled {
+        api.metrics.backend(backend_latency);
+        served.backend = Some(backend_latency);
+    }
+    if snapshot.access_log.is_some() {
+        served.app_id = ex.identity.app_id.clone();
+    }
     backend::strip_hop_by_hop(response.headers_mut());
     // Header operations declared at load, then those decided in the request phase.
     if let Some(t) = trace {
@@ -367,10 +406,12 @@ pub async fn handle(
                 backend_latency,
                 body: response_prefix.as_deref(),
             };
-            let traced = trace.map(|t| (t, Instant::now()));
+            let called = Instant::now();
             let result = b.policy.on_response(&ex.view(&api.route), &view).await;
-            if let Some((t, at)) = traced {
-                t.response_step(b, &result, at.elapsed());
+            let took = called.elapsed();
+            b.metrics.call(Phase::Response, took, result.is_err());
+            if let Some(t) = trace {
+                t.response_step(b, &result, took);
             }
             match result {
                 Ok(ResponseAction::Continue(changes)) => {
@@ -466,10 +507,12 @@ impl LogRecord {
                 request_body_truncated: self.request_body_truncated,
                 response_body_truncated: self.response_body_truncated,
             };
-            let traced = self.trace.as_ref().map(|t| (t, Instant::now()));
+            let called = Instant::now();
             let result = b.policy.on_log(&entry).await;
-            if let Some((t, at)) = traced {
-                t.log_step(b, &result, at.elapsed());
+            let took = called.elapsed();
+            b.metrics.call(Phase::Log, took, result.is_err());
+            if let Some(t) = &self.trace {
+                t.log_step(b, &result, took);
             }
             if let Err(e) = result {
                 warn!(api = %self.api.route.api_id, plugin = b.policy.plugin_name(), error = %e, "log phase failed");

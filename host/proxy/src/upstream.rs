@@ -112,6 +112,11 @@ impl Upstreams {
         Ok(c)
     }
 
+    /// The channels some snapshot uses.
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.channels.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(Weak::upgrade).collect()
+    }
+
     /// The channel `name` with this spec: the running one if its spec is the same (health
     /// state and probes carry on), else a new one whose probes start now.
     pub fn channel(&self, name: &str, spec: ChannelSpec) -> Result<Arc<Channel>, UpstreamError> {

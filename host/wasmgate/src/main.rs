@@ -10,13 +10,13 @@ use clap::{Parser, Subcommand};
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 use wasmgate_config::GatewayConfig;
-use wasmgate_proxy::upstream::{UpstreamClient, Upstreams};
 use wasmgate_proxy::{ListenerSettings, ListenerTls, ProxyState};
 use wasmgate_runtime::PluginRuntime;
 use wasmgate_runtime::capabilities::cluster::ClusterCounters;
@@ -120,15 +120,39 @@ fn cache_dir(config: &GatewayConfig) -> Option<PathBuf> {
     Some(base.join("wasmgate"))
 }
 
-fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+/// Whether access log lines are JSON (else text); set from the config, reloadable.
+static ACCESS_JSON: AtomicBool = AtomicBool::new(true);
+
+/// The gateway's log on stderr (`RUST_LOG`, default `info`), and the access log beside it:
+/// events with target `access`, in the configured format, whatever `RUST_LOG` says (the
+/// config turns the access log on and off).
+fn init_logging() {
+    use tracing_subscriber::filter::{DynFilterFn, EnvFilter};
+    use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let general = fmt::layer()
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in log files and collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_filter(env)
+        .with_filter(DynFilterFn::new(|m, _| m.target() != "access"));
+    // Dynamic filters: evaluated per event, so a reload can switch the format.
+    let access = |json: bool| {
+        DynFilterFn::new(move |m, _| m.target() == "access" && ACCESS_JSON.load(Ordering::Relaxed) == json)
+    };
+    let json = fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(std::io::stderr)
+        .with_filter(access(true));
+    let text = fmt::layer().with_writer(std::io::stderr).with_ansi(false).with_filter(access(false));
+    tracing_subscriber::registry().with(vec![general.boxed(), json.boxed(), text.boxed()]).init();
+}
+
+fn main() -> Result<()> {
+    init_logging();
     // Panics are contained per request or per plugin call; log them like everything else.
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
     let cli = Cli::parse();
@@ -192,8 +216,7 @@ fn main() -> Result<()> {
 fn check(config: &Path, plugins: &PluginArgs) -> Result<Arc<PluginRuntime>> {
     let cfg = GatewayConfig::load(config)?;
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
-    let builder =
-        snapshot::Builder { runtime, plugin_dir: plugins.dir(), upstreams: Arc::new(Upstreams::new(None)) };
+    let builder = snapshot::Builder::new(runtime, plugins.dir(), None);
     drop(builder.build(&cfg, config)?);
     Ok(builder.runtime)
 }
@@ -252,8 +275,8 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         runtime.capabilities().outbound.trust(certs);
     }
     source.fetch_components(&cfg, &runtime).await?;
-    let upstreams = Arc::new(Upstreams::new(Some(tokio::runtime::Handle::current())));
-    let builder = snapshot::Builder { runtime: runtime.clone(), plugin_dir, upstreams };
+    let builder =
+        snapshot::Builder::new(runtime.clone(), plugin_dir, Some(tokio::runtime::Handle::current()));
     let snapshot = builder.build(&cfg, &origin)?;
     apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {
@@ -266,7 +289,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         let _ = runtime.capabilities().cluster.set(cluster);
         info!(url = %redis.url, "cluster counters in redis");
     }
-    let state = Arc::new(ProxyState::new(snapshot, builder.upstreams.client(&Default::default())?));
+    let state = Arc::new(builder.proxy(snapshot));
 
     // Reload triggers are in place before the first request can arrive, so no change made
     // after start-up is missed.
@@ -305,6 +328,12 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
             shutdown_rx.clone(),
             drain,
         )));
+    }
+    if let Some(addr) = cfg.gateway.metrics_listen {
+        let listener =
+            TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        announce(&format!("wasmgate metrics on http://{}/metrics", listener.local_addr()?));
+        tokio::spawn(serve_metrics(listener, builder.clone()));
     }
     if let Source::Store { store, .. } = &source {
         let (new_token, hash) = wasmgate_admin::token(store).await?;
@@ -391,8 +420,38 @@ impl wasmgate_admin::Gateway for AdminGateway {
         self.builder.runtime.install(bytes).map_err(|e| e.to_string())
     }
 
-    fn client(&self) -> Arc<UpstreamClient> {
-        self.builder.upstreams.client(&Default::default()).expect("the default client needs no files")
+    fn proxy(&self, snapshot: wasmgate_proxy::Snapshot) -> ProxyState {
+        self.builder.proxy(snapshot)
+    }
+
+    fn metrics(&self) -> String {
+        self.builder.metrics_text()
+    }
+}
+
+/// `GET /metrics` in Prometheus' text format, without authentication: bind it where only
+/// the scraper reaches (it names APIs, plugins and backends, nothing more).
+async fn serve_metrics(listener: TcpListener, builder: snapshot::Builder) {
+    use http_body_util::Full;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let response = if req.uri().path() == "/metrics" {
+                    hyper::Response::builder()
+                        .header("content-type", "text/plain; version=0.0.4")
+                        .body(Full::new(bytes::Bytes::from(builder.metrics_text())))
+                } else {
+                    hyper::Response::builder()
+                        .status(404)
+                        .body(Full::new(bytes::Bytes::from_static(b"GET /metrics\n")))
+                };
+                async move { response }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+        });
     }
 }
 
@@ -404,8 +463,10 @@ fn announce(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
-/// What an accepted config sets beyond the snapshot: the plugins' clock and the credentials.
+/// What an accepted config sets beyond the snapshot: the plugins' clock, the credentials and
+/// the access log's format.
 fn apply_process_settings(runtime: &PluginRuntime, cfg: &GatewayConfig) {
+    ACCESS_JSON.store(cfg.gateway.access_log.format == wasmgate_config::LogFormat::Json, Ordering::Relaxed);
     let caps = runtime.capabilities();
     caps.clock.set_offset_ms(cfg.gateway.clock_offset_ms);
     let mut store = CredentialStore::default();

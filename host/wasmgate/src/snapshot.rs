@@ -9,12 +9,13 @@ use std::time::Duration;
 use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfig};
 use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::error::{CustomError, CustomErrors};
+use wasmgate_proxy::metrics::Metrics;
 use wasmgate_proxy::params;
 use wasmgate_proxy::policy::{Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
 use wasmgate_proxy::tls::{ClientCa, LoadedCertificate, TlsStore};
 use wasmgate_proxy::upstream::{self, ClientSettings, Upstreams};
-use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, Snapshot};
+use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, ProxyState, Snapshot};
 use wasmgate_runtime::{CallLimits, PluginRuntime, PoolBuilder};
 
 /// What snapshots are built with, kept for the process: plugins are compiled by the
@@ -24,11 +25,43 @@ pub struct Builder {
     pub runtime: Arc<PluginRuntime>,
     pub plugin_dir: PathBuf,
     pub upstreams: Arc<Upstreams>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Builder {
+    pub fn new(
+        runtime: Arc<PluginRuntime>,
+        plugin_dir: PathBuf,
+        probes: Option<tokio::runtime::Handle>,
+    ) -> Self {
+        Builder { runtime, plugin_dir, upstreams: Arc::new(Upstreams::new(probes)), metrics: Arc::default() }
+    }
+
     pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {
-        build(cfg, file, &self.runtime, &self.plugin_dir, &self.upstreams)
+        build(cfg, file, self)
+    }
+
+    /// What serves requests with `snapshot`.
+    pub fn proxy(&self, snapshot: Snapshot) -> ProxyState {
+        let client = self.upstreams.client(&Default::default()).expect("the default client reads no files");
+        ProxyState::new(snapshot, client, &self.metrics)
+    }
+
+    /// The metrics, with the gauges read from their sources now.
+    pub fn metrics_text(&self) -> String {
+        let g = &self.metrics.gauges;
+        g.member_up.reset();
+        for channel in self.upstreams.channels() {
+            for (member, up) in channel.health() {
+                g.member_up.with_label_values(&[&channel.name, member.as_str()]).set(i64::from(up));
+            }
+        }
+        for s in self.runtime.capabilities().log_sinks.stats() {
+            g.sink_buffered.with_label_values(&[&s.brokers]).set(s.buffered as i64);
+            g.sink_delivered.with_label_values(&[&s.brokers]).set(s.delivered as i64);
+            g.sink_dropped.with_label_values(&[&s.brokers]).set(s.dropped as i64);
+        }
+        self.metrics.render()
     }
 }
 
@@ -55,13 +88,8 @@ fn plugin_path(
     }
 }
 
-fn build(
-    cfg: &GatewayConfig,
-    file: &Path,
-    runtime: &Arc<PluginRuntime>,
-    plugin_dir: &Path,
-    upstreams: &Upstreams,
-) -> Result<Snapshot, ConfigError> {
+fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot, ConfigError> {
+    let Builder { runtime, plugin_dir, upstreams, metrics } = builder;
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
     // Certificates first: reading files is cheaper than compiling plugins.
     let tls = tls_store(cfg, file)?;
@@ -164,7 +192,7 @@ fn build(
                 config::OnError::Closed => OnError::Closed,
                 config::OnError::Open => OnError::Open,
             };
-            bindings.push(Binding { policy, on_error });
+            bindings.push(Binding { policy, on_error, metrics: metrics.binding(&b.plugin) });
         }
         let backend = match &api.backend {
             config::Backend::Http(h) => {
@@ -217,6 +245,7 @@ fn build(
                 .map_err(|(at, m)| err(format!("{location} > {at}"), m))?,
             mapping: api.mapping.iter().map(map_rule).collect(),
             errors: group_errors[group.id.as_str()].clone(),
+            metrics: metrics.api(&api.id, d.environment),
         });
         routers
             .entry(d.environment.to_string())
@@ -228,7 +257,15 @@ fn build(
         max_header_bytes: cfg.gateway.max_header_bytes,
         max_body_bytes: cfg.gateway.max_body_bytes,
     };
-    Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls, limits })
+    let a = cfg.gateway.access_log;
+    let access_log = a.enabled.then_some(match a.level {
+        config::LogLevel::Error => tracing::Level::ERROR,
+        config::LogLevel::Warn => tracing::Level::WARN,
+        config::LogLevel::Info => tracing::Level::INFO,
+        config::LogLevel::Debug => tracing::Level::DEBUG,
+        config::LogLevel::Trace => tracing::Level::TRACE,
+    });
+    Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls, limits, access_log })
 }
 
 fn location(l: config::ParamLocation) -> params::Location {

@@ -42,6 +42,16 @@ impl Default for BufferLimits {
     }
 }
 
+/// One Kafka producer's numbers.
+pub struct SinkStats {
+    pub brokers: String,
+    /// Waiting or in flight.
+    pub buffered: u64,
+    pub delivered: u64,
+    /// Dropped for want of room, or rejected by Kafka.
+    pub dropped: u64,
+}
+
 /// A sink a binding was granted: where its `publish(name, ..)` calls go.
 pub struct GrantedSink {
     pub name: String,
@@ -81,6 +91,28 @@ impl LogSinks {
             }
         };
         Ok(GrantedSink { name: decl.name.clone(), topic: k.topic.as_str().into(), producer })
+    }
+
+    /// What each producer holds and did, for metrics.
+    pub fn stats(&self) -> Vec<SinkStats> {
+        let producers: Vec<Arc<Producer>> =
+            self.producers.lock().unwrap().values().filter_map(Weak::upgrade).collect();
+        producers
+            .iter()
+            .map(|p| {
+                let s = &p.shared;
+                let buffered = {
+                    let b = s.buffer.lock().unwrap();
+                    (b.waiting.len() + b.in_flight) as u64
+                };
+                SinkStats {
+                    brokers: s.name.clone(),
+                    buffered,
+                    delivered: s.delivered.load(Ordering::Relaxed),
+                    dropped: s.dropped.load(Ordering::Relaxed) + s.failed.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
     }
 
     /// Wait up to `timeout` for every producer to deliver what it holds (at shutdown).

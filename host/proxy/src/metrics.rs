@@ -1,0 +1,215 @@
+//! Prometheus metrics. Each API and binding gets its handles (atomic counters and
+//! histograms) when the snapshot is built, so a request updates atomics and takes no lock
+//! and builds no label set. Labels are bounded by the configuration: API ids, environments,
+//! status classes, plugin names and phases, channel members; never request paths.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+use std::time::Duration;
+
+/// Request latency buckets, in seconds: 0.5 ms to 10 s.
+const LATENCY: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Plugin call buckets: 10 µs to 100 ms.
+const CALL: [f64; 9] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.01, 0.1];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    backend_duration: HistogramVec,
+    plugin_calls: IntCounterVec,
+    plugin_errors: IntCounterVec,
+    plugin_duration: HistogramVec,
+    rejections: IntCounterVec,
+    /// Set at each scrape from their sources (channels, log sinks).
+    pub gauges: IntGaugeVecs,
+}
+
+/// Gauges and totals read from elsewhere when scraped.
+pub struct IntGaugeVecs {
+    pub member_up: IntGaugeVec,
+    pub sink_buffered: IntGaugeVec,
+    pub sink_delivered: IntGaugeVec,
+    pub sink_dropped: IntGaugeVec,
+}
+
+/// One API's handles.
+#[derive(Clone)]
+pub struct ApiMetrics {
+    /// By status class: 1xx to 5xx.
+    classes: [IntCounter; 5],
+    duration: Histogram,
+    backend: Histogram,
+}
+
+/// One binding's handles, per phase (request, response, log).
+#[derive(Clone)]
+pub struct BindingMetrics {
+    calls: [IntCounter; 3],
+    errors: [IntCounter; 3],
+    duration: [Histogram; 3],
+    rejections: IntCounterVec,
+    plugin: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    Request = 0,
+    Response = 1,
+    Log = 2,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+                .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("registered once");
+            h
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        Metrics {
+            requests: counter(
+                "wasmgate_requests_total",
+                "Requests by API, environment and status class.",
+                &["api", "environment", "class"],
+            ),
+            duration: histogram(
+                "wasmgate_request_duration_seconds",
+                "Time to the response head, by API.",
+                &["api", "environment"],
+                &LATENCY,
+            ),
+            backend_duration: histogram(
+                "wasmgate_backend_duration_seconds",
+                "Backend calls (all attempts) to the response head, by API.",
+                &["api", "environment"],
+                &LATENCY,
+            ),
+            plugin_calls: counter(
+                "wasmgate_plugin_calls_total",
+                "Plugin calls by plugin and phase.",
+                &["plugin", "phase"],
+            ),
+            plugin_errors: counter(
+                "wasmgate_plugin_errors_total",
+                "Plugin calls that failed (trap, deadline, memory, invalid action).",
+                &["plugin", "phase"],
+            ),
+            plugin_duration: histogram(
+                "wasmgate_plugin_call_duration_seconds",
+                "Plugin call time by plugin and phase.",
+                &["plugin", "phase"],
+                &CALL,
+            ),
+            rejections: counter(
+                "wasmgate_policy_rejections_total",
+                "Requests a policy answered with an error (throttled, unauthorised, breaker open, ...), by plugin and code.",
+                &["plugin", "code"],
+            ),
+            gauges: IntGaugeVecs {
+                member_up: gauge(
+                    "wasmgate_upstream_member_up",
+                    "1 while a channel member takes requests (healthy, not ejected).",
+                    &["channel", "member"],
+                ),
+                sink_buffered: gauge(
+                    "wasmgate_log_sink_buffered_messages",
+                    "Messages a Kafka producer holds, waiting or in flight.",
+                    &["brokers"],
+                ),
+                sink_delivered: gauge(
+                    "wasmgate_log_sink_delivered_total",
+                    "Messages a Kafka producer delivered.",
+                    &["brokers"],
+                ),
+                sink_dropped: gauge(
+                    "wasmgate_log_sink_dropped_total",
+                    "Messages a Kafka producer dropped (buffer full, rejected).",
+                    &["brokers"],
+                ),
+            },
+            registry,
+        }
+    }
+
+    pub fn api(&self, api: &str, environment: &str) -> ApiMetrics {
+        let class = |c: &str| self.requests.with_label_values(&[api, environment, c]);
+        ApiMetrics {
+            classes: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            duration: self.duration.with_label_values(&[api, environment]),
+            backend: self.backend_duration.with_label_values(&[api, environment]),
+        }
+    }
+
+    /// Requests no API matched.
+    pub fn unmatched(&self) -> ApiMetrics {
+        self.api("", "")
+    }
+
+    pub fn binding(&self, plugin: &str) -> BindingMetrics {
+        let by_phase =
+            |v: &IntCounterVec| ["request", "response", "log"].map(|p| v.with_label_values(&[plugin, p]));
+        BindingMetrics {
+            calls: by_phase(&self.plugin_calls),
+            errors: by_phase(&self.plugin_errors),
+            duration: ["request", "response", "log"]
+                .map(|p| self.plugin_duration.with_label_values(&[plugin, p])),
+            rejections: self.rejections.clone(),
+            plugin: plugin.to_string(),
+        }
+    }
+
+    /// Everything, in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl ApiMetrics {
+    pub fn finished(&self, status: u16, took: Duration) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.classes[class].inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    pub fn backend(&self, took: Duration) {
+        self.backend.observe(took.as_secs_f64());
+    }
+}
+
+impl BindingMetrics {
+    pub fn call(&self, phase: Phase, took: Duration, failed: bool) {
+        let p = phase as usize;
+        self.calls[p].inc();
+        self.duration[p].observe(took.as_secs_f64());
+        if failed {
+            self.errors[p].inc();
+        }
+    }
+
+    /// The binding answered with an error reply carrying `code`. (Rare: labels resolved here.)
+    pub fn rejected(&self, code: &str) {
+        self.rejections.with_label_values(&[&self.plugin, code]).inc();
+    }
+}

@@ -1,0 +1,151 @@
+//! Operations end to end: Prometheus metrics scraped and parsed (values move as requests
+//! flow; labels bounded), and the access log's lines parsed, in JSON and in text.
+
+mod common;
+
+use common::{Gateway, HttpClient, Upstream, config_header_with};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Every sample of a scrape, by its series (`name{labels}`).
+async fn scrape(gw: &Gateway) -> HashMap<String, f64> {
+    let r = HttpClient::default().get(&format!("http://{}/metrics", gw.metrics.unwrap()), &[]).await;
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+fn config(upstream: &Upstream, extra_gateway: &str) -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let kafka = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    format!(
+        "{}channels:\n  pool:\n    members: [{{address: '{}'}}, {{address: '{dead}'}}]\n    health_check: {{interval_ms: 100, unhealthy_threshold: 1}}\ngroups:\n- id: g\n  apis:\n  - {{id: a, path: /a, backend: {{http: {{url: 'http://pool'}}}}}}\n  - {{id: t, path: /t, backend: {{mock: {{}}}}, policies: [{{plugin: throttling, config: {{api_limit: 1, unit: hour, algorithm: local}}}}]}}\n  - {{id: k, path: /k, backend: {{mock: {{}}}}, policies: [{{plugin: kafka-log, config: {{brokers: ['{kafka}'], topic: calls}}}}]}}\n",
+        config_header_with(&format!("metrics_listen: '127.0.0.1:0'{extra_gateway}")),
+        upstream.addr,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_scraped_and_move_as_requests_flow() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start_whole(&config(&upstream, ""));
+    let c = HttpClient::default();
+    // Wait for the health check to take the dead member out, so every /a call answers 200.
+    let since = Instant::now();
+    while get(
+        &scrape(&gw).await,
+        &format!("wasmgate_upstream_member_up{{channel=\"pool\",member=\"{}\"}}", upstream.addr),
+    ) != 1.0
+        || scrape(&gw)
+            .await
+            .iter()
+            .filter(|(s, v)| s.starts_with("wasmgate_upstream_member_up") && **v == 0.0)
+            .count()
+            != 1
+    {
+        assert!(since.elapsed() < Duration::from_secs(3), "the dead member is not reported down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = scrape(&gw).await;
+    for _ in 0..5 {
+        assert_eq!(c.get(&gw.url("/a"), &[]).await.status, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(c.get(&gw.url("/nowhere/at/all?x=1"), &[]).await.status, 404);
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(c.get(&gw.url("/t"), &[]).await.status);
+    }
+    assert_eq!(statuses, [200, 429, 429]);
+    for _ in 0..4 {
+        c.get(&gw.url("/k"), &[]).await;
+    }
+    let after = scrape(&gw).await;
+    let delta = |series: &str| get(&after, series) - get(&before, series);
+
+    assert_eq!(delta("wasmgate_requests_total{api=\"a\",class=\"2xx\",environment=\"RELEASE\"}"), 5.0);
+    assert_eq!(delta("wasmgate_request_duration_seconds_count{api=\"a\",environment=\"RELEASE\"}"), 5.0);
+    assert_eq!(delta("wasmgate_backend_duration_seconds_count{api=\"a\",environment=\"RELEASE\"}"), 5.0);
+    // Unmatched requests count under an empty API label: raw paths never become labels.
+    assert_eq!(delta("wasmgate_requests_total{api=\"\",class=\"4xx\",environment=\"\"}"), 2.0);
+    assert!(after.keys().all(|s| !s.contains("nowhere")));
+    assert_eq!(delta("wasmgate_requests_total{api=\"t\",class=\"4xx\",environment=\"RELEASE\"}"), 2.0);
+    assert_eq!(delta("wasmgate_policy_rejections_total{code=\"APIG.0308\",plugin=\"throttling\"}"), 2.0);
+    assert_eq!(delta("wasmgate_plugin_calls_total{phase=\"request\",plugin=\"throttling\"}"), 3.0);
+    assert_eq!(
+        delta("wasmgate_plugin_call_duration_seconds_count{phase=\"request\",plugin=\"throttling\"}"),
+        3.0
+    );
+    assert_eq!(delta("wasmgate_plugin_errors_total{phase=\"request\",plugin=\"throttling\"}"), 0.0);
+    // The Kafka sink's broker is down: the messages wait in its buffer.
+    let brokers: Vec<&String> =
+        after.keys().filter(|s| s.starts_with("wasmgate_log_sink_buffered_messages")).collect();
+    assert_eq!(brokers.len(), 1, "{brokers:?}");
+    assert!(after[brokers[0]] >= 1.0, "{brokers:?}: {}", after[brokers[0]]);
+    // The health of each member.
+    let up = |member: String| {
+        get(&after, &format!("wasmgate_upstream_member_up{{channel=\"pool\",member=\"{member}\"}}"))
+    };
+    assert_eq!(up(upstream.addr.to_string()), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_one_line_per_request_in_json_or_text() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start_whole(&config(&upstream, ", access_log: {enabled: true}"));
+    let c = HttpClient::default();
+    let r = c.get(&gw.url("/t?q=1"), &[("user-agent", "probe/1.0")]).await;
+    let rid = r.header("x-request-id").unwrap().to_string();
+    c.get(&gw.url("/t"), &[]).await;
+    gw.expect_log(&rid).await;
+    let lines: Vec<serde_json::Value> = gw
+        .log()
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let line = lines.iter().find(|l| l["request_id"] == rid.as_str()).expect("a line for the request");
+    assert_eq!(line["target"], "access");
+    assert_eq!(line["level"], "INFO");
+    for (field, value) in [
+        ("method", "GET"),
+        ("path", "/t"),
+        ("query", "q=1"),
+        ("api", "t"),
+        ("group", "g"),
+        ("environment", "RELEASE"),
+        ("client_ip", "127.0.0.1"),
+        ("user_agent", "probe/1.0"),
+        ("error_code", ""),
+    ] {
+        assert_eq!(line[field], value, "{field} in {line}");
+    }
+    assert_eq!(line["status"], 200);
+    assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+    // The second call was throttled: its line names the code.
+    let throttled = lines.iter().find(|l| l["status"] == 429).expect("the throttled call's line");
+    assert_eq!(throttled["error_code"], "APIG.0308");
+    // Only the access lines are JSON; the gateway's own log stays text.
+    assert_eq!(lines.iter().filter(|l| l["target"] == "access").count(), lines.len());
+
+    // Text, after a reload.
+    gw.rewrite_config_whole(&config(&upstream, ", access_log: {enabled: true, format: text, level: warn}"));
+    gw.expect_log("config reloaded").await;
+    let r = c.get(&gw.url("/t"), &[]).await;
+    let rid = r.header("x-request-id").unwrap().to_string();
+    gw.expect_log(&rid).await;
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains(&rid)).unwrap();
+    assert!(line.contains("WARN") && line.contains("access:") && line.contains("status=429"), "{line}");
+}
