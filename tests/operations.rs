@@ -149,3 +149,43 @@ async fn the_access_log_has_one_line_per_request_in_json_or_text() {
     let line = log.lines().find(|l| l.contains(&rid)).unwrap();
     assert!(line.contains("WARN") && line.contains("access:") && line.contains("status=429"), "{line}");
 }
+
+/// What the upstream saw of a GET /a (the dead member may fail a first request or two,
+/// until the probe marks it).
+async fn answered(c: &HttpClient, gw: &Gateway, headers: &[(&str, &str)]) -> serde_json::Value {
+    for _ in 0..10 {
+        let r = c.get(&gw.url("/a"), headers).await;
+        if r.status == 200 {
+            return r.json();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("/a never answered 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_is_propagated_to_the_backend_or_created() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start_whole(&config(&upstream, ", access_log: {enabled: true}"));
+    let c = HttpClient::default();
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let seen = answered(&c, &gw, &[("traceparent", caller), ("tracestate", "vendor=1")]).await;
+    let sent = seen["headers"]["traceparent"].as_str().unwrap();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01"), "{sent}");
+    assert!(parts[2].len() == 16 && parts[2] != "00f067aa0ba902b7", "the gateway's own span: {sent}");
+    assert_eq!(seen["headers"]["tracestate"], "vendor=1");
+    gw.expect_log("4bf92f3577b34da6a3ce929d0e0e4736").await;
+
+    // Without one, the gateway starts a trace.
+    let seen = answered(&c, &gw, &[]).await;
+    let sent = seen["headers"]["traceparent"].as_str().unwrap();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(
+        (parts.len(), parts[0], parts[1].len(), parts[2].len(), parts[3]),
+        (4, "00", 32, 16, "01"),
+        "{sent}"
+    );
+    assert_ne!(parts[1], "0".repeat(32));
+    gw.expect_log(&format!("\"trace_id\":\"{}\"", parts[1])).await;
+}

@@ -19,6 +19,8 @@ pub struct Served {
     /// Only collected with the access log on.
     pub app_id: Option<String>,
     pub backend: Option<Duration>,
+    /// The W3C trace id (0 when no API matched).
+    pub trace_id: u128,
 }
 
 /// The request's side of an access log line, taken before the request is served.
@@ -65,6 +67,7 @@ impl AccessLine {
                     target: "access",
                     $level,
                     request_id,
+                    trace_id = %format_args!("{:032x}", served.trace_id),
                     client_ip = %self.client_ip,
                     method = %self.method,
                     host = %self.host,

@@ -17,6 +17,7 @@ pub mod router;
 pub mod server;
 pub mod tls;
 pub mod trace;
+pub mod traceparent;
 pub mod upstream;
 
 use arc_swap::ArcSwap;

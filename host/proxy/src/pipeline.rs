@@ -10,6 +10,7 @@ use crate::metrics::Phase;
 use crate::params::{RequestParams, SystemValues};
 use crate::policy::*;
 use crate::trace::{BackendTrace, Trace};
+use crate::traceparent::{TRACEPARENT, TraceContext};
 use crate::{Api, Connection, OnError, ProxyState, Snapshot};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -39,6 +40,8 @@ struct Exchange {
     body: Option<Bytes>,
     /// Set for a chunked request body: whether it passed the gateway's limit, and the limit.
     body_exceeded: Option<(Arc<AtomicBool>, u64)>,
+    /// The W3C trace this request belongs to.
+    trace_context: TraceContext,
 }
 
 impl Exchange {
@@ -213,6 +216,7 @@ async fn serve(
         Some(subject) => vec![(CLIENT_CERT_SUBJECT.to_string(), subject.clone())],
         None => Vec::new(),
     };
+    let trace_context = TraceContext::of(&parts.headers);
     let mut ex = Exchange {
         request_id: rid,
         method: parts.method,
@@ -227,7 +231,9 @@ async fn serve(
         context,
         body: None,
         body_exceeded: None,
+        trace_context,
     };
+    served.trace_id = ex.trace_context.trace_id;
     let chain = &api.chain;
     // An API's own error answers, where its group has them.
     let answer = |e: GatewayError, rid: &str| {
@@ -606,6 +612,7 @@ async fn call_backend(
     if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
         headers.insert(X_REQUEST_ID.clone(), v);
     }
+    headers.insert(TRACEPARENT.clone(), ex.trace_context.header());
 
     // Another attempt needs an idempotent method and a body that can be sent again: none,
     // or one read in full.
