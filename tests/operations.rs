@@ -189,3 +189,17 @@ async fn traceparent_is_propagated_to_the_backend_or_created() {
     assert_ne!(parts[1], "0".repeat(32));
     gw.expect_log(&format!("\"trace_id\":\"{}\"", parts[1])).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_turned_off() {
+    let upstream = Upstream::start().await;
+    let gw = Gateway::start_whole(&config(&upstream, ", metrics_enabled: false"));
+    let c = HttpClient::default();
+    for _ in 0..3 {
+        c.get(&gw.url("/t"), &[]).await;
+    }
+    let samples = scrape(&gw).await;
+    let recorded: Vec<&String> =
+        samples.keys().filter(|s| s.contains("api=\"t\"") || s.contains("plugin=\"throttling\"")).collect();
+    assert!(recorded.is_empty(), "{recorded:?}");
+}

@@ -377,6 +377,8 @@ pub struct GatewaySettings {
     /// Where `GET /metrics` (Prometheus) is served, without authentication; none by default
     /// (a gateway serving from the store also has it on the admin API). Read at start-up.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Record metrics (default); off saves their cost per request and plugin call.
+    pub metrics_enabled: bool,
     /// One line per request on stderr (target `access`), off unless enabled.
     pub access_log: AccessLog,
     /// Requests whose header lines (names and values) add up to more get 431 `APIG.0209`.
@@ -397,6 +399,7 @@ impl Default for GatewaySettings {
             outbound_ca: None,
             clock_offset_ms: 0,
             metrics_listen: None,
+            metrics_enabled: true,
             access_log: AccessLog::default(),
             max_header_bytes: 32 << 10,
             max_body_bytes: 12 << 20,

@@ -35,18 +35,24 @@ pub struct IntGaugeVecs {
     pub sink_dropped: IntGaugeVec,
 }
 
-/// One API's handles.
+/// One API's handles; none when metrics are off (`gateway.metrics_enabled: false`).
 #[derive(Clone)]
-pub struct ApiMetrics {
+pub struct ApiMetrics(Option<ApiHandles>);
+
+#[derive(Clone)]
+struct ApiHandles {
     /// By status class: 1xx to 5xx.
     classes: [IntCounter; 5],
     duration: Histogram,
     backend: Histogram,
 }
 
-/// One binding's handles, per phase (request, response, log).
+/// One binding's handles, per phase (request, response, log); none when metrics are off.
 #[derive(Clone)]
-pub struct BindingMetrics {
+pub struct BindingMetrics(Option<BindingHandles>);
+
+#[derive(Clone)]
+struct BindingHandles {
     calls: [IntCounter; 3],
     errors: [IntCounter; 3],
     duration: [Histogram; 3],
@@ -153,11 +159,11 @@ impl Metrics {
 
     pub fn api(&self, api: &str, environment: &str) -> ApiMetrics {
         let class = |c: &str| self.requests.with_label_values(&[api, environment, c]);
-        ApiMetrics {
+        ApiMetrics(Some(ApiHandles {
             classes: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
             duration: self.duration.with_label_values(&[api, environment]),
             backend: self.backend_duration.with_label_values(&[api, environment]),
-        }
+        }))
     }
 
     /// Requests no API matched.
@@ -168,14 +174,14 @@ impl Metrics {
     pub fn binding(&self, plugin: &str) -> BindingMetrics {
         let by_phase =
             |v: &IntCounterVec| ["request", "response", "log"].map(|p| v.with_label_values(&[plugin, p]));
-        BindingMetrics {
+        BindingMetrics(Some(BindingHandles {
             calls: by_phase(&self.plugin_calls),
             errors: by_phase(&self.plugin_errors),
             duration: ["request", "response", "log"]
                 .map(|p| self.plugin_duration.with_label_values(&[plugin, p])),
             rejections: self.rejections.clone(),
             plugin: plugin.to_string(),
-        }
+        }))
     }
 
     /// Everything, in Prometheus' text format.
@@ -187,29 +193,50 @@ impl Metrics {
 }
 
 impl ApiMetrics {
+    pub fn off() -> ApiMetrics {
+        ApiMetrics(None)
+    }
+
     pub fn finished(&self, status: u16, took: Duration) {
-        let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.classes[class].inc();
-        self.duration.observe(took.as_secs_f64());
+        if let Some(m) = &self.0 {
+            let class = (status / 100).clamp(1, 5) as usize - 1;
+            m.classes[class].inc();
+            m.duration.observe(took.as_secs_f64());
+        }
     }
 
     pub fn backend(&self, took: Duration) {
-        self.backend.observe(took.as_secs_f64());
+        if let Some(m) = &self.0 {
+            m.backend.observe(took.as_secs_f64());
+        }
     }
 }
 
 impl BindingMetrics {
+    pub fn off() -> BindingMetrics {
+        BindingMetrics(None)
+    }
+
+    /// Whether calls are timed for these metrics.
+    pub fn on(&self) -> bool {
+        self.0.is_some()
+    }
+
     pub fn call(&self, phase: Phase, took: Duration, failed: bool) {
-        let p = phase as usize;
-        self.calls[p].inc();
-        self.duration[p].observe(took.as_secs_f64());
-        if failed {
-            self.errors[p].inc();
+        if let Some(m) = &self.0 {
+            let p = phase as usize;
+            m.calls[p].inc();
+            m.duration[p].observe(took.as_secs_f64());
+            if failed {
+                m.errors[p].inc();
+            }
         }
     }
 
     /// The binding answered with an error reply carrying `code`. (Rare: labels resolved here.)
     pub fn rejected(&self, code: &str) {
-        self.rejections.with_label_values(&[&self.plugin, code]).inc();
+        if let Some(m) = &self.0 {
+            m.rejections.with_label_values(&[&m.plugin, code]).inc();
+        }
     }
 }

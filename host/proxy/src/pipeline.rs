@@ -303,9 +303,10 @@ async fn serve(
     let mut backend_override: Option<BackendTarget> = None;
     let mut response_ops: Vec<HeaderOp> = Vec::new();
     for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
-        let called = Instant::now();
+        // Timed for the metrics or a debug trace only.
+        let called = (b.metrics.on() || trace.is_some()).then(Instant::now);
         let result = b.policy.on_request(&ex.view(&api.route)).await;
-        let took = called.elapsed();
+        let took = called.map_or(Duration::ZERO, |c| c.elapsed());
         b.metrics.call(Phase::Request, took, result.is_err());
         if let Some(t) = trace {
             t.request_step(b, &result, took);
@@ -412,9 +413,9 @@ async fn serve(
                 backend_latency,
                 body: response_prefix.as_deref(),
             };
-            let called = Instant::now();
+            let called = (b.metrics.on() || trace.is_some()).then(Instant::now);
             let result = b.policy.on_response(&ex.view(&api.route), &view).await;
-            let took = called.elapsed();
+            let took = called.map_or(Duration::ZERO, |c| c.elapsed());
             b.metrics.call(Phase::Response, took, result.is_err());
             if let Some(t) = trace {
                 t.response_step(b, &result, took);
@@ -513,9 +514,9 @@ impl LogRecord {
                 request_body_truncated: self.request_body_truncated,
                 response_body_truncated: self.response_body_truncated,
             };
-            let called = Instant::now();
+            let called = (b.metrics.on() || self.trace.is_some()).then(Instant::now);
             let result = b.policy.on_log(&entry).await;
-            let took = called.elapsed();
+            let took = called.map_or(Duration::ZERO, |c| c.elapsed());
             b.metrics.call(Phase::Log, took, result.is_err());
             if let Some(t) = &self.trace {
                 t.log_step(b, &result, took);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfig};
 use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::error::{CustomError, CustomErrors};
-use wasmgate_proxy::metrics::Metrics;
+use wasmgate_proxy::metrics::{ApiMetrics, BindingMetrics, Metrics};
 use wasmgate_proxy::params;
 use wasmgate_proxy::policy::{Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
@@ -90,6 +90,7 @@ fn plugin_path(
 
 fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot, ConfigError> {
     let Builder { runtime, plugin_dir, upstreams, metrics } = builder;
+    let record = cfg.gateway.metrics_enabled;
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
     // Certificates first: reading files is cheaper than compiling plugins.
     let tls = tls_store(cfg, file)?;
@@ -192,7 +193,8 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
                 config::OnError::Closed => OnError::Closed,
                 config::OnError::Open => OnError::Open,
             };
-            bindings.push(Binding { policy, on_error, metrics: metrics.binding(&b.plugin) });
+            let metrics = if record { metrics.binding(&b.plugin) } else { BindingMetrics::off() };
+            bindings.push(Binding { policy, on_error, metrics });
         }
         let backend = match &api.backend {
             config::Backend::Http(h) => {
@@ -245,7 +247,7 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
                 .map_err(|(at, m)| err(format!("{location} > {at}"), m))?,
             mapping: api.mapping.iter().map(map_rule).collect(),
             errors: group_errors[group.id.as_str()].clone(),
-            metrics: metrics.api(&api.id, d.environment),
+            metrics: if record { metrics.api(&api.id, d.environment) } else { ApiMetrics::off() },
         });
         routers
             .entry(d.environment.to_string())
