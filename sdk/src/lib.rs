@@ -51,6 +51,7 @@ pub mod host {
     pub use crate::bindings::wasmgate::plugin::kv;
     pub use crate::bindings::wasmgate::plugin::log;
     pub use crate::bindings::wasmgate::plugin::log_sink;
+    pub use crate::bindings::wasmgate::plugin::metrics;
 }
 
 /// Everything a plugin usually needs.

@@ -184,6 +184,13 @@ impl Metrics {
         }))
     }
 
+    /// Add metrics kept elsewhere (the plugins' gauges) to what is rendered.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "metrics not registered");
+        }
+    }
+
     /// Everything, in Prometheus' text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

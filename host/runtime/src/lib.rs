@@ -53,7 +53,8 @@ pub(crate) mod async_bindings {
             "wasmgate:plugin/counters": crate::bindings::wasmgate::plugin::counters,
             "wasmgate:plugin/kv": crate::bindings::wasmgate::plugin::kv,
             "wasmgate:plugin/credentials": crate::bindings::wasmgate::plugin::credentials,
-            "wasmgate:plugin/log-sink": crate::bindings::wasmgate::plugin::log_sink,
+                        "wasmgate:plugin/log-sink": crate::bindings::wasmgate::plugin::log_sink,
+            "wasmgate:plugin/metrics": crate::bindings::wasmgate::plugin::metrics,
         },
     });
 }
@@ -162,6 +163,7 @@ impl PluginRuntime {
             kv::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
             credentials::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
             log_sink::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            metrics::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
         }
         let mut async_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(engine_error)?;

@@ -34,7 +34,9 @@ impl Builder {
         plugin_dir: PathBuf,
         probes: Option<tokio::runtime::Handle>,
     ) -> Self {
-        Builder { runtime, plugin_dir, upstreams: Arc::new(Upstreams::new(probes)), metrics: Arc::default() }
+        let metrics = Arc::new(Metrics::new());
+        metrics.register(Box::new(runtime.capabilities().gauges.gauges.clone()));
+        Builder { runtime, plugin_dir, upstreams: Arc::new(Upstreams::new(probes)), metrics }
     }
 
     pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {

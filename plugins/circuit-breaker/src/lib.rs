@@ -14,7 +14,7 @@ use state::{Phase, State};
 use std::collections::BTreeMap;
 use wasmgate_param_rules::{Matcher, ParameterConfig, Parameters, WhenConfig};
 use wasmgate_sdk::BackendTarget;
-use wasmgate_sdk::host::{clock, kv, log};
+use wasmgate_sdk::host::{clock, kv, log, metrics};
 use wasmgate_sdk::prelude::*;
 
 /// Set on responses the breaker's fallback produced (and on its own 503).
@@ -290,7 +290,7 @@ impl Policy for CircuitBreaker {
             }
             let probing = State { phase: Phase::HalfOpen { since: now }, ..state };
             if kv::compare_and_swap(&key, stored.as_deref(), &probing.encode(), None) {
-                note(req, index, "half-open: letting one probe call through");
+                note(req, index, &probing.phase, "half-open: letting one probe call through");
                 return RequestAction::Continue(RequestChanges {
                     context: vec![(PROBE.into(), "1".into())],
                     ..Default::default()
@@ -352,7 +352,7 @@ impl Policy for CircuitBreaker {
             };
             if kv::compare_and_swap(&key, stored.as_deref(), &next.encode(), None) {
                 if let Some(event) = event {
-                    note(req, index, &event);
+                    note(req, index, &next.phase, &event);
                 }
                 return done;
             }
@@ -360,8 +360,16 @@ impl Policy for CircuitBreaker {
     }
 }
 
-fn note(req: &Request, index: usize, what: &str) {
+/// A state change: logged, and reported as gauge `circuit_breaker_{index}_state` (0 closed,
+/// 1 open, 2 half-open).
+fn note(req: &Request, index: usize, phase: &Phase, what: &str) {
     log::write(log::Level::Warn, &format!("circuit breaker {index} of API {}: {what}", req.route().api_id));
+    let value = match phase {
+        Phase::Closed => 0,
+        Phase::Open { .. } => 1,
+        Phase::HalfOpen { .. } => 2,
+    };
+    metrics::set_gauge(&format!("circuit_breaker_{index}_state"), value);
 }
 
 impl Breaker {

@@ -10,6 +10,7 @@ pub mod http_outbound;
 pub mod kv;
 pub mod log;
 pub mod log_sink;
+pub mod metrics;
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct Capabilities {
     /// Kafka producers, kept across reloads.
     pub log_sinks: log_sink::LogSinks,
     pub outbound: http_outbound::Outbound,
+    /// What plugins report through `metrics.set-gauge`.
+    pub gauges: metrics::PluginGauges,
 }
 
 /// Who is calling: set on the store before each phase call.
