@@ -31,7 +31,7 @@ fn config(upstream: &Upstream, extra_gateway: &str) -> String {
     format!(
         "{}channels:\n  pool:\n    members: [{{address: '{}'}}, {{address: '{dead}'}}]\n    health_check: {{interval_ms: 100, unhealthy_threshold: 1}}\ngroups:\n- id: g\n  apis:\n  - {{id: a, path: /a, backend: {{http: {{url: 'http://pool'}}}}}}\n  - {{id: t, path: /t, backend: {{mock: {{}}}}, policies: [{{plugin: throttling, config: {{api_limit: 1, unit: hour, algorithm: local}}}}]}}\n  - {{id: k, path: /k, backend: {{mock: {{}}}}, policies: [{{plugin: kafka-log, config: {{brokers: ['{kafka}'], topic: calls}}}}]}}\n  - {{id: cb, path: /cb, backend: {{http: {{url: 'http://{up}', path: /status/500}}}}, policies: [{{plugin: circuit-breaker, config: {{breaker: {{type: condition, status_codes: [500], threshold: 2}}}}}}]}}\n",
         config_header_with(&format!("metrics_listen: '127.0.0.1:0'{extra_gateway}")),
-                upstream.addr,
+        upstream.addr,
         up = upstream.addr,
     )
 }
@@ -94,11 +94,12 @@ async fn metrics_are_scraped_and_move_as_requests_flow() {
         after.keys().filter(|s| s.starts_with("wasmgate_log_sink_buffered_messages")).collect();
     assert_eq!(brokers.len(), 1, "{brokers:?}");
     assert!(after[brokers[0]] >= 1.0, "{brokers:?}: {}", after[brokers[0]]);
-        // A circuit breaker reports its state: open after two failures.
+    // A circuit breaker reports its state: open after two failures.
     for _ in 0..3 {
         c.get(&gw.url("/cb"), &[]).await;
     }
-    let state = "wasmgate_plugin_gauge{api=\"cb\",name=\"circuit_breaker_0_state\",plugin=\"circuit-breaker\"}";
+    let state =
+        "wasmgate_plugin_gauge{api=\"cb\",name=\"circuit_breaker_0_state\",plugin=\"circuit-breaker\"}";
     assert_eq!(get(&scrape(&gw).await, state), 1.0, "{state}");
     // The health of each member.
     let up = |member: String| {
@@ -113,7 +114,7 @@ async fn the_access_log_has_one_line_per_request_in_json_or_text() {
     let gw = Gateway::start_whole(&config(&upstream, ", access_log: {enabled: true}"));
     let c = HttpClient::default();
     let r = c.get(&gw.url("/t?q=1"), &[("user-agent", "probe/1.0")]).await;
-        let rid = r.header("x-request-id").unwrap().to_string();
+    let rid = r.header("x-request-id").unwrap().to_string();
     let second = c.get(&gw.url("/t"), &[]).await;
     gw.expect_log(&rid).await;
     gw.expect_log(second.header("x-request-id").unwrap()).await;

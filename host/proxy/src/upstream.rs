@@ -46,23 +46,50 @@ pub enum UpstreamError {
     Identity(String),
 }
 
+/// The system's CAs. Unreadable ones are skipped: the configured CAs may be all it needs.
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots
+}
+
+/// A TLS client configuration (ring, the default protocol versions) verifying with `roots`.
+pub fn tls_config(
+    roots: rustls::RootCertStore,
+) -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(roots)
+}
+
+/// HTTP, and HTTPS with `tls`, over one connector.
+pub fn connector(
+    tls: rustls::ClientConfig,
+    connect_timeout: Option<Duration>,
+) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(connect_timeout);
+    http.enforce_http(false);
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http)
+}
+
 /// A client for these settings: HTTP, or HTTPS verified against the system's CAs and the
 /// extra ones.
 pub fn client(settings: &ClientSettings) -> Result<UpstreamClient, UpstreamError> {
-    let mut roots = rustls::RootCertStore::empty();
-    // Unreadable system certificates are skipped: the configured CAs may be all it needs.
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let mut roots = system_roots();
     for pem in &settings.extra_cas {
         for cert in CertificateDer::pem_slice_iter(pem) {
             let cert = cert.map_err(|e| UpstreamError::Ca(e.to_string()))?;
             roots.add(cert).map_err(|e| UpstreamError::Ca(e.to_string()))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
-        .with_root_certificates(roots);
+    let tls = tls_config(roots);
     let tls = match &settings.identity {
         None => tls.with_no_client_auth(),
         Some((chain, key)) => {
@@ -73,19 +100,10 @@ pub fn client(settings: &ClientSettings) -> Result<UpstreamClient, UpstreamError
             tls.with_client_auth_cert(chain, key).map_err(|e| bad(&e))?
         }
     };
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(settings.connect_timeout));
-    http.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .build(connector))
+        .build(connector(tls, Some(settings.connect_timeout))))
 }
 
 /// Clients and channels, kept while some snapshot uses them.

@@ -19,9 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracing::warn;
+use wasmgate_proxy::upstream;
 
 /// Larger answers are refused (`response-too-large`).
 pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -43,30 +44,16 @@ impl Outbound {
 
     fn client(&self) -> &HttpsClient {
         self.client.get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            // Unreadable system certificates are skipped: configured CAs may be all it needs.
-            let (added, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            let mut roots = upstream::system_roots();
             for ca in self.extra_roots.lock().unwrap().iter() {
                 if let Err(e) = roots.add(ca.clone()) {
                     warn!(error = %e, "a configured outbound CA was not usable");
                 }
             }
-            tracing::debug!(system_cas = added, "outbound HTTPS roots loaded");
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            let mut http = HttpConnector::new();
-            http.set_nodelay(true);
-            http.enforce_http(false);
-            let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(tls)
-                .https_or_http()
-                .enable_http1()
-                .wrap_connector(http);
-            Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(connector)
+            let tls = upstream::tls_config(roots).with_no_client_auth();
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(upstream::connector(tls, None))
         })
     }
 }

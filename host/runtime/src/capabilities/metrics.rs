@@ -51,7 +51,10 @@ impl Host for HostState {
             }
             mine.insert(name.clone());
         }
-        plugin_gauges.gauges.with_label_values(&[scope.api_id.as_str(), &scope.plugin, name.as_str()]).set(value);
+        plugin_gauges
+            .gauges
+            .with_label_values(&[scope.api_id.as_str(), &scope.plugin, name.as_str()])
+            .set(value);
     }
 }
 
