@@ -212,3 +212,62 @@ async fn metrics_can_be_turned_off() {
         samples.keys().filter(|s| s.contains("api=\"t\"") || s.contains("plugin=\"throttling\"")).collect();
     assert!(recorded.is_empty(), "{recorded:?}");
 }
+
+/// An OTLP/HTTP collector on loopback: the JSON bodies POSTed to it.
+async fn collector() -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/v1/traces");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let _ = tx.send(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"{}"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_in_the_callers_trace() {
+    let upstream = Upstream::start().await;
+    let (addr, mut bodies) = collector().await;
+    let otlp = format!(", otlp: {{endpoint: 'http://{addr}/v1/traces', flush_ms: 100}}");
+    let gw = Gateway::start_whole(&config(&upstream, &otlp));
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let seen = answered(&HttpClient::default(), &gw, &[("traceparent", caller)]).await;
+    let told = seen["headers"]["traceparent"].as_str().unwrap().split('-').nth(2).unwrap().to_string();
+    let since = Instant::now();
+    let span = loop {
+        let body =
+            tokio::time::timeout(Duration::from_secs(5), bodies.recv()).await.expect("no export").unwrap();
+        let spans =
+            body["resourceSpans"][0]["scopeSpans"][0]["spans"].as_array().cloned().unwrap_or_default();
+        if let Some(s) = spans.into_iter().find(|s| s["spanId"] == told.as_str()) {
+            break s;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "the span the backend was told about never came");
+    };
+    assert_eq!(span["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span["parentSpanId"], "00f067aa0ba902b7");
+    assert_eq!(span["name"], "GET a");
+    assert_eq!(span["kind"], 2, "a server span");
+    let attributes = span["attributes"].as_array().unwrap();
+    let status = attributes.iter().find(|a| a["key"] == "http.response.status_code").unwrap();
+    assert_eq!(status["value"]["intValue"], "200");
+}

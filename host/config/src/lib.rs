@@ -381,6 +381,8 @@ pub struct GatewaySettings {
     pub metrics_enabled: bool,
     /// One line per request on stderr (target `access`), off unless enabled.
     pub access_log: AccessLog,
+    /// Export the gateway's spans over OTLP/HTTP (JSON); none by default. Read at start-up.
+    pub otlp: Option<Otlp>,
     /// Requests whose header lines (names and values) add up to more get 431 `APIG.0209`.
     pub max_header_bytes: usize,
     /// Requests with a larger body get 413 `APIG.0210` (announced by `Content-Length`, or
@@ -401,10 +403,25 @@ impl Default for GatewaySettings {
             metrics_listen: None,
             metrics_enabled: true,
             access_log: AccessLog::default(),
+            otlp: None,
             max_header_bytes: 32 << 10,
             max_body_bytes: 12 << 20,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Otlp {
+    /// The collector's traces URL, `http://collector:4318/v1/traces`.
+    pub endpoint: String,
+    /// Spans are sent in batches at least this often.
+    #[serde(default = "default_otlp_flush")]
+    pub flush_ms: u64,
+}
+
+fn default_otlp_flush() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -960,6 +977,17 @@ impl GatewayConfig {
                         "give exactly one of `path` (a component file) or `sha256` (an uploaded component)";
                     return err(format!("plugins.{name}"), message.into());
                 }
+            }
+        }
+        if let Some(o) = &self.gateway.otlp {
+            if !(o.endpoint.starts_with("http://") || o.endpoint.starts_with("https://")) {
+                return err(
+                    "gateway.otlp.endpoint".into(),
+                    format!("`{}` is not an http(s):// URL", o.endpoint),
+                );
+            }
+            if !(10..=60_000).contains(&o.flush_ms) {
+                return err("gateway.otlp.flush_ms".into(), format!("{} is outside 10..=60000", o.flush_ms));
             }
         }
         if !(1024..=1 << 20).contains(&self.gateway.max_header_bytes) {

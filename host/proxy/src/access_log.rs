@@ -5,11 +5,12 @@
 
 use crate::body::GatewayBody;
 use crate::error::ErrorInfo;
+use crate::traceparent::TraceContext;
 use crate::{Api, Connection};
 use http::{Method, Request, Response, header};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tracing::Level;
 
 /// What serving a request found out, for its metrics and access log line.
@@ -19,8 +20,52 @@ pub struct Served {
     /// Only collected with the access log on.
     pub app_id: Option<String>,
     pub backend: Option<Duration>,
-    /// The W3C trace id (0 when no API matched).
-    pub trace_id: u128,
+    /// The W3C trace (none when no API matched).
+    pub trace: Option<TraceContext>,
+}
+
+/// Where the gateway's spans go (an OTLP exporter): one per routed request, when its response
+/// head goes out.
+pub trait SpanSink: Send + Sync {
+    fn record(&self, span: RequestSpan<'_>);
+}
+
+/// The gateway's span of one request.
+pub struct RequestSpan<'a> {
+    pub trace: TraceContext,
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub api: &'a str,
+    pub environment: &'a str,
+    pub status: u16,
+    pub error_code: &'a str,
+    pub start: SystemTime,
+    pub end: SystemTime,
+}
+
+impl RequestSpan<'_> {
+    /// Record the span of a request served as `served` describes, if it was routed.
+    pub fn record(
+        sink: &dyn SpanSink,
+        served: &Served,
+        method: &Method,
+        path: &str,
+        start: SystemTime,
+        response: &Response<GatewayBody>,
+    ) {
+        let (Some(trace), Some(api)) = (served.trace, &served.api) else { return };
+        sink.record(RequestSpan {
+            trace,
+            method,
+            path,
+            api: &api.route.api_id,
+            environment: &api.route.environment,
+            status: response.status().as_u16(),
+            error_code: response.extensions().get::<ErrorInfo>().map_or("", |e| e.code.as_str()),
+            start,
+            end: SystemTime::now(),
+        });
+    }
 }
 
 /// The request's side of an access log line, taken before the request is served.
@@ -67,7 +112,7 @@ impl AccessLine {
                     target: "access",
                     $level,
                     request_id,
-                    trace_id = %format_args!("{:032x}", served.trace_id),
+                                        trace_id = %format_args!("{:032x}", served.trace.map_or(0, |t| t.trace_id)),
                     client_ip = %self.client_ip,
                     method = %self.method,
                     host = %self.host,

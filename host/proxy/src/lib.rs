@@ -171,6 +171,8 @@ pub struct Snapshot {
     pub limits: RequestLimits,
     /// One access log event per request at this level; `None`: no access log.
     pub access_log: Option<tracing::Level>,
+    /// Where the gateway's spans are exported, if anywhere.
+    pub spans: Option<Arc<dyn access_log::SpanSink>>,
 }
 
 /// What a request may bring.
@@ -195,6 +197,7 @@ impl Snapshot {
             tls: tls::TlsStore::default(),
             limits: RequestLimits::default(),
             access_log: None,
+            spans: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! One request through the gateway, phase by phase:
 //! route → request phase → backend → response phase → send → log phase.
 
-use crate::access_log::{AccessLine, Served};
+use crate::access_log::{AccessLine, RequestSpan, Served};
 use crate::backend::{self, Backend, HttpBackend, Target};
 use crate::body::GatewayBody;
 use crate::error::ErrorInfo;
@@ -162,6 +162,10 @@ pub async fn handle(
     let start = Instant::now();
     let snapshot = state.snapshot.load_full();
     let access = snapshot.access_log.map(|level| AccessLine::new(level, &req, conn));
+    let spans = snapshot
+        .spans
+        .clone()
+        .map(|sink| (sink, req.method().clone(), req.uri().path().to_string(), SystemTime::now()));
     let mut served = Served::default();
     let response = serve(&state, snapshot, req, conn, start, &mut served).await;
     let took = start.elapsed();
@@ -169,6 +173,9 @@ pub async fn handle(
     metrics.finished(response.status().as_u16(), took);
     if let Some(line) = access {
         line.emit(&served, &response, took);
+    }
+    if let Some((sink, method, path, started)) = spans {
+        RequestSpan::record(&*sink, &served, &method, &path, started, &response);
     }
     response
 }
@@ -233,7 +240,7 @@ async fn serve(
         body_exceeded: None,
         trace_context,
     };
-    served.trace_id = ex.trace_context.trace_id;
+    served.trace = Some(ex.trace_context);
     let chain = &api.chain;
     // An API's own error answers, where its group has them.
     let answer = |e: GatewayError, rid: &str| {

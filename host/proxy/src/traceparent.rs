@@ -9,6 +9,8 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: u128,
+    /// The caller's span, when the request came with a trace.
+    pub parent_id: Option<u64>,
     /// The gateway's hop: the parent of the backend's span.
     pub span_id: u64,
     pub flags: u8,
@@ -41,11 +43,13 @@ impl TraceContext {
             }
             let trace = u128::from_be_bytes(hex::<16>(trace)?);
             let parent = u64::from_be_bytes(hex::<8>(parent)?);
-            (trace != 0 && parent != 0).then_some((trace, hex::<1>(flags)?[0]))
+            (trace != 0 && parent != 0).then_some((trace, parent, hex::<1>(flags)?[0]))
         });
         match parsed {
-            Some((trace_id, flags)) => TraceContext { trace_id, span_id, flags },
-            None => TraceContext { trace_id: fastrand::u128(1..), span_id, flags: 0x01 },
+            Some((trace_id, parent, flags)) => {
+                TraceContext { trace_id, parent_id: Some(parent), span_id, flags }
+            }
+            None => TraceContext { trace_id: fastrand::u128(1..), parent_id: None, span_id, flags: 0x01 },
         }
     }
 

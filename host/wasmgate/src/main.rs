@@ -2,6 +2,7 @@
 //! one, `import`/`export` move one between a file and the store.
 
 mod admin_cli;
+mod otlp;
 mod snapshot;
 mod store;
 
@@ -282,8 +283,13 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         runtime.capabilities().outbound.trust(certs);
     }
     source.fetch_components(&cfg, &runtime).await?;
-    let builder =
+    let mut builder =
         snapshot::Builder::new(runtime.clone(), plugin_dir, Some(tokio::runtime::Handle::current()));
+    let spans = match &cfg.gateway.otlp {
+        Some(o) => Some(Arc::new(otlp::OtlpSpans::new(&o.endpoint, Duration::from_millis(o.flush_ms))?)),
+        None => None,
+    };
+    builder.spans = spans.clone().map(|s| s as Arc<dyn wasmgate_proxy::access_log::SpanSink>);
     let snapshot = builder.build(&cfg, &origin)?;
     apply_process_settings(&runtime, &cfg);
     if let Some(redis) = &cfg.gateway.redis {
@@ -369,6 +375,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         listeners: cfg.listeners.clone(),
         redis: cfg.gateway.redis.clone(),
         log_buffer: cfg.gateway.log_buffer,
+        otlp: cfg.gateway.otlp.clone(),
     };
     loop {
         tokio::select! {
@@ -393,6 +400,9 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
     // Log messages already accepted get a last chance to reach their brokers.
     let caps = reload.builder.runtime.capabilities().clone();
     let _ = tokio::task::spawn_blocking(move || caps.log_sinks.flush(Duration::from_secs(5))).await;
+    if let Some(spans) = spans {
+        let _ = tokio::task::spawn_blocking(move || spans.flush()).await;
+    }
     Ok(())
 }
 
@@ -496,6 +506,7 @@ struct Reloader {
     listeners: Vec<wasmgate_config::Listener>,
     redis: Option<wasmgate_config::RedisSettings>,
     log_buffer: wasmgate_config::LogBuffer,
+    otlp: Option<wasmgate_config::Otlp>,
 }
 
 impl Reloader {
@@ -528,6 +539,9 @@ impl Reloader {
                 }
                 if cfg.gateway.log_buffer != self.log_buffer {
                     warn!("gateway.log_buffer changes take effect on restart only");
+                }
+                if cfg.gateway.otlp != self.otlp {
+                    warn!("gateway.otlp changes take effect on restart only");
                 }
                 info!("config reloaded");
             }

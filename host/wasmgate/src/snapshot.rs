@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfig};
+use wasmgate_proxy::access_log::SpanSink;
 use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::error::{CustomError, CustomErrors};
 use wasmgate_proxy::metrics::{ApiMetrics, BindingMetrics, Metrics};
@@ -26,6 +27,8 @@ pub struct Builder {
     pub plugin_dir: PathBuf,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
+    /// Where spans are exported (`gateway.otlp`, set at start-up).
+    pub spans: Option<Arc<dyn SpanSink>>,
 }
 
 impl Builder {
@@ -36,7 +39,7 @@ impl Builder {
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
         metrics.register(Box::new(runtime.capabilities().gauges.gauges.clone()));
-        Builder { runtime, plugin_dir, upstreams: Arc::new(Upstreams::new(probes)), metrics }
+        Builder { runtime, plugin_dir, upstreams: Arc::new(Upstreams::new(probes)), metrics, spans: None }
     }
 
     pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {
@@ -91,7 +94,7 @@ fn plugin_path(
 }
 
 fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot, ConfigError> {
-    let Builder { runtime, plugin_dir, upstreams, metrics } = builder;
+    let Builder { runtime, plugin_dir, upstreams, metrics, spans } = builder;
     let record = cfg.gateway.metrics_enabled;
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
     // Certificates first: reading files is cheaper than compiling plugins.
@@ -269,7 +272,14 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
         config::LogLevel::Debug => tracing::Level::DEBUG,
         config::LogLevel::Trace => tracing::Level::TRACE,
     });
-    Ok(Snapshot { routers, default_environment: cfg.gateway.environment.clone(), tls, limits, access_log })
+    Ok(Snapshot {
+        routers,
+        default_environment: cfg.gateway.environment.clone(),
+        tls,
+        limits,
+        access_log,
+        spans: spans.clone(),
+    })
 }
 
 fn location(l: config::ParamLocation) -> params::Location {
