@@ -59,6 +59,36 @@ pub(crate) mod async_bindings {
     });
 }
 
+/// The contract plugins are built against, and the versions of it this gateway runs:
+/// `0.1.x` (for `0.y` versions, a new `y` may break plugins; a new patch level may not).
+const CONTRACT: &str = "wasmgate:plugin/";
+const CONTRACT_MAJOR: (u64, u64) = (0, 1);
+
+/// Refuse a component built against a version of the contract this gateway does not run,
+/// or one that is no plugin at all, saying which; `names` are its imports and exports.
+fn check_contract<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), String> {
+    let mut policy = false;
+    for name in names {
+        let Some(rest) = name.strip_prefix(CONTRACT) else { continue };
+        let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
+        let mut parts = version.split('.').map(|p| p.parse::<u64>());
+        let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) else {
+            return Err(format!("`{name}` names no version of the plugin contract"));
+        };
+        if (major, minor) != CONTRACT_MAJOR {
+            let (m, n) = CONTRACT_MAJOR;
+            return Err(format!(
+                "built against wasmgate:plugin@{version}; this gateway runs plugins built against {m}.{n}.x: rebuild it with this gateway's SDK"
+            ));
+        }
+        policy |= interface == "policy";
+    }
+    if !policy {
+        return Err("exports no wasmgate:plugin/policy: not a Wasmgate plugin".into());
+    }
+    Ok(())
+}
+
 /// Plugins importing this interface get the async linker (see [`async_bindings`]).
 const HTTP_OUTBOUND: &str = "wasmgate:plugin/http-outbound@";
 
@@ -307,18 +337,52 @@ impl PluginRuntime {
             path: PathBuf::from(plugin),
             reason: format!("{what}: {e:#}"),
         };
-        let waits =
-            component.component_type().imports(&self.engine).any(|(name, _)| name.starts_with(HTTP_OUTBOUND));
+        let ty = component.component_type();
+        let names = ty.imports(&self.engine).map(|(n, _)| n).chain(ty.exports(&self.engine).map(|(n, _)| n));
+        check_contract(names)
+            .map_err(|reason| RuntimeError::Invalid { path: PathBuf::from(plugin), reason })?;
+        let waits = ty.imports(&self.engine).any(|(name, _)| name.starts_with(HTTP_OUTBOUND));
         let linker = if waits { &self.async_linker } else { &self.linker };
         let pre = linker
             .instantiate_pre(component)
             .map_err(|e| invalid("imports something the gateway does not provide", e))?;
-        let no_policy = "does not export wasmgate:plugin/policy@0.1.0";
+        let no_policy = "does not export wasmgate:plugin/policy as this gateway defines it";
         let pre = if waits {
             pool::Pre::Async(async_bindings::PluginPre::new(pre).map_err(|e| invalid(no_policy, e))?)
         } else {
             pool::Pre::Sync(bindings::PluginPre::new(pre).map_err(|e| invalid(no_policy, e))?)
         };
         Ok(PoolBuilder::new(self.clone(), plugin, pre, memory_cap.min(MAX_MEMORY_BYTES)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_contract;
+
+    #[test]
+    fn plugins_for_0_1_x_are_run_and_other_versions_refused_by_name() {
+        let built_for = |v: &str| {
+            let names = [
+                format!("wasmgate:plugin/log@{v}"),
+                format!("wasmgate:plugin/policy@{v}"),
+                "wasi:io/streams@0.2.6".into(),
+            ];
+            check_contract(names.iter().map(String::as_str))
+        };
+        assert_eq!(built_for("0.1.0"), Ok(()));
+        assert_eq!(built_for("0.1.7"), Ok(()), "a later patch level of the contract");
+        for other in ["0.2.0", "1.0.0", "0.0.9"] {
+            let e = built_for(other).unwrap_err();
+            assert!(
+                e.contains(&format!("built against wasmgate:plugin@{other}")) && e.contains("0.1.x"),
+                "{e}"
+            );
+        }
+        let e = check_contract(["wasi:cli/run@0.2.6"].into_iter()).unwrap_err();
+        assert_eq!(e, "exports no wasmgate:plugin/policy: not a Wasmgate plugin");
+        assert!(
+            check_contract(["wasmgate:plugin/policy"].into_iter()).unwrap_err().contains("names no version")
+        );
     }
 }
