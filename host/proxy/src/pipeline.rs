@@ -1,5 +1,6 @@
-//! One request through the gateway, phase by phase:
-//! route → request phase → backend → response phase → send → log phase.
+//! One request through the gateway, phase by phase: route → size limits and declared
+//! parameters → request phase → mapping → backend (retries, channel members) → response
+//! phase → custom errors → send (metrics, access log, span) → log phase.
 
 use crate::access_log::{AccessLine, RequestSpan, Served};
 use crate::backend::{self, Backend, HttpBackend, Target};
