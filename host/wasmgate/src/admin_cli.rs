@@ -82,6 +82,9 @@ enum AdminCommand {
     UploadPlugin { name: String, file: PathBuf },
 }
 
+/// How often a request refused for a concurrent change is sent.
+const CONFLICT_TRIES: u64 = 4;
+
 struct Admin {
     url: String,
     auth: String,
@@ -94,19 +97,33 @@ impl Admin {
         self.send(method, path, "application/json", body).await
     }
 
+    /// One request. A 409 means another change landed while this one was being checked and
+    /// nothing was written; the API checks it again when it comes again, so it is resent, a
+    /// few times, before the conflict is reported.
     async fn send(&self, method: &str, path: &str, content_type: &str, body: Bytes) -> Result<Value> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
-        let req = http::Request::builder()
-            .method(method)
-            .uri(&url)
-            .header(http::header::AUTHORIZATION, &self.auth)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(Full::new(body))?;
-        let resp =
-            self.client.request(req).await.with_context(|| format!("cannot reach the admin API at {url}"))?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+        let mut attempt = 1;
+        let (status, value) = loop {
+            let req = http::Request::builder()
+                .method(method)
+                .uri(&url)
+                .header(http::header::AUTHORIZATION, &self.auth)
+                .header(http::header::CONTENT_TYPE, content_type)
+                .body(Full::new(body.clone()))?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .with_context(|| format!("cannot reach the admin API at {url}"))?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            let value: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes)? };
+            if status != http::StatusCode::CONFLICT || attempt == CONFLICT_TRIES {
+                break (status, value);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            attempt += 1;
+        };
         if !status.is_success() {
             let e = &value["error"];
             let at = e["location"]
@@ -268,4 +285,61 @@ fn describe_report(method: &str, path: &str, r: &Value) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An admin API stand-in answering 409 the first `conflicts` times, then 200.
+    async fn server(conflicts: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |_req: hyper::Request<hyper::body::Incoming>| {
+                            let n = counter.fetch_add(1, Ordering::SeqCst);
+                            let (status, body) = if n < conflicts {
+                                (
+                                    409,
+                                    r#"{"error":{"code":"conflict","message":"the configuration changed","location":""}}"#,
+                                )
+                            } else {
+                                (200, r#"{"ok":true}"#)
+                            };
+                            let r =
+                                hyper::Response::builder().status(status).body(Full::new(Bytes::from(body)));
+                            async move { r }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn admin(url: String) -> Admin {
+        Admin { url, auth: "Bearer t".into(), client: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_for_a_concurrent_change_is_sent_again() {
+        let (url, seen) = server(2).await;
+        let answer = admin(url).call("PUT", "/apis/a", Some(&json!({}))).await.unwrap();
+        assert_eq!((answer["ok"].as_bool(), seen.load(Ordering::SeqCst)), (Some(true), 3));
+
+        let (url, seen) = server(usize::MAX).await;
+        let e = admin(url).call("PUT", "/apis/a", Some(&json!({}))).await.unwrap_err();
+        assert!(e.to_string().contains("409") && e.to_string().contains("changed"), "{e}");
+        assert_eq!(seen.load(Ordering::SeqCst), CONFLICT_TRIES as usize);
+    }
 }
