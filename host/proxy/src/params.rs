@@ -73,16 +73,16 @@ impl ParamRule {
             ParamType::Boolean if value == "true" || value == "false" => return Ok(()),
             ParamType::Boolean => return Err(format!("`{value}` is not true or false")),
         };
-        let what = if self.kind == ParamType::String { "characters" } else { "" };
+        let unit = if self.kind == ParamType::String { " characters" } else { "" };
         if let Some(min) = self.min
             && measure < min
         {
-            return Err(format!("{measure} {what} is less than the minimum {min}").replace("  ", " "));
+            return Err(format!("{measure}{unit} is less than the minimum {min}"));
         }
         if let Some(max) = self.max
             && measure > max
         {
-            return Err(format!("{measure} {what} is more than the maximum {max}").replace("  ", " "));
+            return Err(format!("{measure}{unit} is more than the maximum {max}"));
         }
         if let Some(p) = &self.pattern
             && !p.is_match(value)

@@ -2,6 +2,7 @@
 //! and tells the backend, with a span id of its own as the parent.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use std::io::Write;
 
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
@@ -55,8 +56,12 @@ impl TraceContext {
 
     /// `00-{trace}-{span}-{flags}`, the header the backend gets.
     pub fn header(&self) -> HeaderValue {
-        let v = format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags & 0x01);
-        HeaderValue::from_str(&v).expect("hex digits and dashes")
+        // Written in place: this runs for every backend request.
+        let mut v = [0u8; 55];
+        let mut w = &mut v[..];
+        write!(w, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags & 0x01)
+            .expect("55 bytes");
+        HeaderValue::from_bytes(&v).expect("hex digits and dashes")
     }
 
     pub fn trace_id_hex(&self) -> String {
