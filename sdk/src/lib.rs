@@ -356,9 +356,68 @@ pub mod __private {
     }
 }
 
-/// Export a [`Policy`] type as this component's `wasmgate:plugin/policy`.
+/// Export a [`Policy`] type as this component's `wasmgate:plugin/policy`, with its manifest:
+/// the crate's name and version and, with `schema = "FILE"` (a path from the crate's root),
+/// the JSON Schema the gateway checks each binding's config against before `configure`.
+///
+/// ```ignore
+/// wasmgate_sdk::export_policy!(Hello, schema = "schema.json");
+/// ```
 #[macro_export]
 macro_rules! export_policy {
+    ($policy:ty, schema = $schema:literal) => {
+        $crate::__manifest!(concat!(
+            "{\"name\":\"",
+            env!("CARGO_PKG_NAME"),
+            "\",\"version\":\"",
+            env!("CARGO_PKG_VERSION"),
+            "\",\"language\":\"rust\",\"config_schema\":",
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $schema)),
+            "}"
+        ));
+        $crate::__export_policy!($policy);
+    };
+    ($policy:ty) => {
+        $crate::__manifest!(concat!(
+            "{\"name\":\"",
+            env!("CARGO_PKG_NAME"),
+            "\",\"version\":\"",
+            env!("CARGO_PKG_VERSION"),
+            "\",\"language\":\"rust\"}"
+        ));
+        $crate::__export_policy!($policy);
+    };
+}
+
+/// The manifest as a custom section of the core module (the component wraps it unchanged).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __manifest {
+    ($json:expr) => {
+        const _: () = {
+            const JSON: &str = $json;
+            #[used]
+            #[cfg_attr(target_family = "wasm", unsafe(link_section = "wasmgate-manifest"))]
+            static MANIFEST: [u8; JSON.len()] = $crate::__bytes(JSON);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub const fn __bytes<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < N {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_policy {
     ($policy:ty) => {
         const _: () = {
             static BINDINGS: $crate::__private::Bindings<$policy> = $crate::__private::Bindings::new();

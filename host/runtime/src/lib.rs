@@ -11,9 +11,11 @@
 
 pub mod capabilities;
 mod convert;
+pub mod manifest;
 mod pool;
 
 pub use capabilities::Capabilities;
+pub use manifest::PluginInfo;
 pub use pool::{CallLimits, PluginPool, PoolBuilder, WasmPolicy};
 
 use sha2::{Digest, Sha256};
@@ -141,13 +143,20 @@ impl WasiView for HostState {
     }
 }
 
+/// A compiled plugin and what it says about itself.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub component: Component,
+    pub info: Arc<PluginInfo>,
+}
+
 /// Owns the engine, the linkers and compiled components. One per gateway process.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<HostState>,
     async_linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
-    compiled: Mutex<HashMap<[u8; 32], Component>>,
+    compiled: Mutex<HashMap<[u8; 32], LoadedPlugin>>,
     caps: Arc<Capabilities>,
 }
 
@@ -239,12 +248,15 @@ impl PluginRuntime {
 
     /// Load a plugin component from disk: from memory if this content was seen before, from
     /// the precompiled cache if this wasmtime compiled it before, else compile it.
-    pub fn load(&self, path: &Path) -> Result<Component, RuntimeError> {
+    pub fn load(&self, path: &Path) -> Result<LoadedPlugin, RuntimeError> {
         let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: path.into(), source })?;
         let digest: [u8; 32] = Sha256::digest(&bytes).into();
         if let Some(c) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&digest) {
             return Ok(c.clone());
         }
+        // Read before compiling: a bad manifest is cheaper to report than to compile.
+        let info =
+            PluginInfo::read(&bytes).map_err(|reason| RuntimeError::Invalid { path: path.into(), reason })?;
         let cached = self.cache_dir.as_ref().map(|dir| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             self.engine.precompile_compatibility_hash().hash(&mut h);
@@ -263,8 +275,9 @@ impl PluginRuntime {
             },
             None => self.compile(path, &bytes, cached.as_deref())?,
         };
-        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, component.clone());
-        Ok(component)
+        let loaded = LoadedPlugin { component, info: Arc::new(info) };
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner()).insert(digest, loaded.clone());
+        Ok(loaded)
     }
 
     fn compile(
@@ -330,9 +343,10 @@ impl PluginRuntime {
     pub fn pool_builder(
         self: &Arc<Self>,
         plugin: &str,
-        component: &Component,
+        loaded: &LoadedPlugin,
         memory_cap: usize,
     ) -> Result<PoolBuilder, RuntimeError> {
+        let component = &loaded.component;
         let invalid = |what: &str, e: wasmtime::Error| RuntimeError::Invalid {
             path: PathBuf::from(plugin),
             reason: format!("{what}: {e:#}"),
@@ -352,7 +366,7 @@ impl PluginRuntime {
         } else {
             pool::Pre::Sync(bindings::PluginPre::new(pre).map_err(|e| invalid(no_policy, e))?)
         };
-        Ok(PoolBuilder::new(self.clone(), plugin, pre, memory_cap.min(MAX_MEMORY_BYTES)))
+        Ok(PoolBuilder::new(self.clone(), plugin, loaded.info.clone(), pre, memory_cap.min(MAX_MEMORY_BYTES)))
     }
 }
 

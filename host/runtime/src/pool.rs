@@ -1,7 +1,9 @@
 //! Warm instance pools and the [`WasmPolicy`] that runs one binding's phases.
 
 use crate::capabilities::BindingScope;
-use crate::{EPOCH_TICK, HostState, PluginRuntime, RuntimeError, async_bindings, bindings, convert};
+use crate::{
+    EPOCH_TICK, HostState, PluginInfo, PluginRuntime, RuntimeError, async_bindings, bindings, convert,
+};
 use crossbeam_queue::ArrayQueue;
 use std::future::Future;
 use std::pin::pin;
@@ -135,6 +137,7 @@ pub struct CallLimits {
 pub struct PoolBuilder {
     runtime: Arc<PluginRuntime>,
     plugin: Arc<str>,
+    info: Arc<PluginInfo>,
     pre: Pre,
     memory_cap: usize,
     slots: Vec<Slot>,
@@ -142,8 +145,22 @@ pub struct PoolBuilder {
 }
 
 impl PoolBuilder {
-    pub(crate) fn new(runtime: Arc<PluginRuntime>, plugin: &str, pre: Pre, memory_cap: usize) -> Self {
-        PoolBuilder { runtime, plugin: plugin.into(), pre, memory_cap, slots: Vec::new(), scopes: Vec::new() }
+    pub(crate) fn new(
+        runtime: Arc<PluginRuntime>,
+        plugin: &str,
+        info: Arc<PluginInfo>,
+        pre: Pre,
+        memory_cap: usize,
+    ) -> Self {
+        PoolBuilder {
+            runtime,
+            plugin: plugin.into(),
+            info,
+            pre,
+            memory_cap,
+            slots: Vec::new(),
+            scopes: Vec::new(),
+        }
     }
 
     /// Add a binding; returns its number in this pool.
@@ -161,8 +178,11 @@ impl PoolBuilder {
     }
 
     /// Configure every binding on a first instance (this is where plugins validate their
-    /// configs) and return the pool with each binding's policy or error, in `add` order.
+    /// configs, after the plugin's config schema if it declares one) and return the pool with
+    /// each binding's policy or error, in `add` order.
     pub fn build(self) -> Result<Vec<Result<WasmPolicy, BindingError>>, RuntimeError> {
+        let mut schema_errors: Vec<Option<BindingError>> =
+            self.slots.iter().map(|s| self.check_schema(&s.config)).collect();
         let pool = Arc::new(PluginPool {
             runtime: self.runtime,
             plugin: self.plugin,
@@ -186,6 +206,10 @@ impl PoolBuilder {
                 inst = instantiate()?;
                 healthy = true;
             }
+            if let Some(e) = schema_errors[binding as usize].take() {
+                out.push(Err(e));
+                continue;
+            }
             out.push(match now(pool.configure(&mut inst, binding)).unwrap_or_else(|| Err(waited())) {
                 Ok(Ok((info, request, declared))) => pool.grant(binding, declared).map(|()| WasmPolicy {
                     pool: pool.clone(),
@@ -204,6 +228,20 @@ impl PoolBuilder {
             let _ = pool.idle.push(inst);
         }
         Ok(out)
+    }
+}
+
+impl PoolBuilder {
+    fn check_schema(&self, config: &str) -> Option<BindingError> {
+        self.info.validator.as_ref()?;
+        let parsed = match serde_json::from_str(config) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(BindingError::Config { field: String::new(), message: format!("not JSON: {e}") });
+            }
+        };
+        let (field, message) = self.info.check_config(&parsed).err()?;
+        Some(BindingError::Config { field, message: format!("{message} (the plugin's config schema)") })
     }
 }
 

@@ -121,11 +121,11 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
             }
             let key = (b.plugin.clone(), b.limits.memory_mib);
             if !pools.contains_key(&key) {
-                let component = plugin_path(cfg, runtime, plugin_dir, &b.plugin)
+                let loaded = plugin_path(cfg, runtime, plugin_dir, &b.plugin)
                     .and_then(|path| runtime.load(&path))
                     .map_err(|e| err(location.clone(), e.to_string()))?;
                 let builder = runtime
-                    .pool_builder(&b.plugin, &component, (b.limits.memory_mib as usize) << 20)
+                    .pool_builder(&b.plugin, &loaded, (b.limits.memory_mib as usize) << 20)
                     .map_err(|e| err(location.clone(), e.to_string()))?;
                 pools.insert(key.clone(), builder);
                 pool_order.push(key.clone());

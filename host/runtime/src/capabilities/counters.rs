@@ -61,6 +61,12 @@ impl LocalCounters {
         self.windows.len()
     }
 
+    /// The count of `key` in its window holding `now_ms`; 0 if there is none.
+    pub fn count(&self, key: &str, now_ms: u64) -> u64 {
+        let w = self.windows.get(key);
+        w.filter(|w| w.start_ms <= now_ms && now_ms < w.end_ms).map_or(0, |w| w.count)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
     }

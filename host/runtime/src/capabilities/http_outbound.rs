@@ -34,12 +34,23 @@ type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 pub struct Outbound {
     client: OnceLock<HttpsClient>,
     extra_roots: Mutex<Vec<CertificateDer<'static>>>,
+    /// Answers instead of the network: the test harness's fake.
+    fake: OnceLock<Box<Responder>>,
 }
+
+/// Answers a granted outbound request without the network (`Err`: the connection failed).
+pub type Responder = dyn Fn(http::Request<Bytes>) -> Result<http::Response<Bytes>, String> + Send + Sync;
 
 impl Outbound {
     /// Trust these CAs too for `https://` (set at start-up, before the first call).
     pub fn trust(&self, certs: Vec<CertificateDer<'static>>) {
         *self.extra_roots.lock().unwrap() = certs;
+    }
+
+    /// Answer every outbound request with `fake` instead of the network (test harnesses;
+    /// grants are still checked). Set once, before the first call.
+    pub fn fake(&self, fake: Box<Responder>) -> Result<(), String> {
+        self.fake.set(fake).map_err(|_| "outbound HTTP is already faked".to_string())
     }
 
     fn client(&self) -> &HttpsClient {
@@ -98,8 +109,21 @@ impl Host for HostState {
         for (name, value) in &r.headers {
             req = req.header(name.as_str(), value.as_str());
         }
-        let req =
-            req.body(Full::new(Bytes::from(r.body))).map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
+        let body = Bytes::from(r.body);
+        if let Some(fake) = self.caps.outbound.fake.get() {
+            let req = req.body(body).map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
+            let resp = fake(req).map_err(HttpError::Connect)?;
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+            return Ok(OutboundResponse {
+                status: resp.status().as_u16(),
+                headers: headers.collect(),
+                body: resp.into_body().to_vec(),
+            });
+        }
+        let req = req.body(Full::new(body)).map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
         let started = Instant::now();
         // The wall-clock cap bounds every wait in the call, this one included.
         let timeout = Duration::from_millis(r.timeout_ms.into())

@@ -17,7 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -56,7 +56,17 @@ pub struct SinkStats {
 pub struct GrantedSink {
     pub name: String,
     topic: Arc<str>,
-    producer: Arc<Producer>,
+    /// `None` when messages are captured instead ([`LogSinks::capture`]).
+    producer: Option<Arc<Producer>>,
+}
+
+/// A message a plugin published while sinks were captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub sink: String,
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
 }
 
 /// The registry of producers, shared by all snapshots of this process.
@@ -64,6 +74,9 @@ pub struct GrantedSink {
 pub struct LogSinks {
     producers: Mutex<HashMap<String, Weak<Producer>>>,
     limits: Mutex<BufferLimits>,
+    /// Set by test harnesses: sinks granted from then on keep what is published here
+    /// instead of sending it to Kafka.
+    captured: OnceLock<Mutex<Vec<Published>>>,
 }
 
 impl LogSinks {
@@ -76,6 +89,13 @@ impl LogSinks {
     pub fn grant(&self, decl: &LogSinkDecl) -> Result<GrantedSink, String> {
         let k = &decl.kafka;
         let config = client_config(k)?;
+        if self.captured.get().is_some() {
+            return Ok(GrantedSink {
+                name: decl.name.clone(),
+                topic: k.topic.as_str().into(),
+                producer: None,
+            });
+        }
         // Same brokers and security: same producer. The retry settings are per producer too
         // (librdkafka's), so they are part of the key.
         let key = format!("{:?}", config.config_map());
@@ -90,7 +110,17 @@ impl LogSinks {
                 p
             }
         };
-        Ok(GrantedSink { name: decl.name.clone(), topic: k.topic.as_str().into(), producer })
+        Ok(GrantedSink { name: decl.name.clone(), topic: k.topic.as_str().into(), producer: Some(producer) })
+    }
+
+    /// Keep what plugins publish from now on instead of sending it (test harnesses).
+    pub fn capture(&self) {
+        let _ = self.captured.set(Mutex::default());
+    }
+
+    /// What was published since capturing started (or since the last call).
+    pub fn take_captured(&self) -> Vec<Published> {
+        self.captured.get().map(|c| std::mem::take(&mut *c.lock().unwrap())).unwrap_or_default()
     }
 
     /// What each producer holds and did, for metrics.
@@ -449,7 +479,14 @@ impl Host for HostState {
         if payload.len() + key.as_ref().map_or(0, Vec::len) > MAX_MESSAGE_BYTES {
             return Err(PublishError::TooLarge);
         }
-        g.producer.shared.push(Pending { topic: g.topic.clone(), key, payload });
+        match &g.producer {
+            Some(p) => p.shared.push(Pending { topic: g.topic.clone(), key, payload }),
+            None => {
+                let published = Published { sink, topic: g.topic.to_string(), key, payload };
+                let captured = self.caps.log_sinks.captured.get().expect("captured sinks");
+                captured.lock().unwrap().push(published);
+            }
+        }
         Ok(())
     }
 }

@@ -51,18 +51,28 @@ pub struct Grants {
 
 impl BindingScope {
     pub(crate) fn key(&self, key: &str) -> String {
-        let mut k = String::with_capacity(self.namespace.len() + 1 + key.len());
-        self.key_into(key, &mut k);
-        k
+        namespaced(&self.namespace, key)
     }
 
     /// `key` in this binding's namespace, written into `buf` (reused across calls).
     pub(crate) fn key_into(&self, key: &str, buf: &mut String) {
-        buf.clear();
-        buf.push_str(&self.namespace);
-        buf.push('\u{1f}');
-        buf.push_str(key);
+        namespaced_into(&self.namespace, key, buf);
     }
+}
+
+/// The key a plugin's `key` is kept under in counters and kv, for the binding with
+/// `namespace` (how a test harness reads a plugin's state).
+pub fn namespaced(namespace: &str, key: &str) -> String {
+    let mut k = String::with_capacity(namespace.len() + 1 + key.len());
+    namespaced_into(namespace, key, &mut k);
+    k
+}
+
+fn namespaced_into(namespace: &str, key: &str, buf: &mut String) {
+    buf.clear();
+    buf.push_str(namespace);
+    buf.push('\u{1f}');
+    buf.push_str(key);
 }
 
 // `types` has no functions; the generated linker still asks for its (empty) host trait.
