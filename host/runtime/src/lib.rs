@@ -91,6 +91,14 @@ fn check_contract<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), String
     Ok(())
 }
 
+impl PluginInfo {
+    /// Whether this gateway runs a component built against its contract version.
+    pub fn runs_here(&self) -> Result<(), String> {
+        let policy = self.contract.as_ref().map(|v| format!("{CONTRACT}policy@{v}"));
+        check_contract(self.imports.iter().map(String::as_str).chain(policy.as_deref()))
+    }
+}
+
 /// Plugins importing this interface get the async linker (see [`async_bindings`]).
 const HTTP_OUTBOUND: &str = "wasmgate:plugin/http-outbound@";
 

@@ -92,11 +92,11 @@ impl PluginInfo {
         Ok(info)
     }
 
-    /// The Wasmgate capabilities it imports (`counters`, `kv`, ...).
+    /// The Wasmgate capabilities it imports (`counters`, `kv`, ...; not the shared `types`).
     pub fn capabilities(&self) -> impl Iterator<Item = &str> {
         self.imports.iter().filter_map(|name| {
             let rest = name.strip_prefix("wasmgate:plugin/")?;
-            Some(rest.split_once('@').map_or(rest, |(interface, _)| interface))
+            Some(rest.split_once('@').map_or(rest, |(interface, _)| interface)).filter(|i| *i != "types")
         })
     }
 

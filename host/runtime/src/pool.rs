@@ -237,7 +237,10 @@ impl PoolBuilder {
         let parsed = match serde_json::from_str(config) {
             Ok(v) => v,
             Err(e) => {
-                return Some(BindingError::Config { field: String::new(), message: format!("not JSON: {e}") });
+                return Some(BindingError::Config {
+                    field: String::new(),
+                    message: format!("not JSON: {e}"),
+                });
             }
         };
         let (field, message) = self.info.check_config(&parsed).err()?;

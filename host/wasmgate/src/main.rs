@@ -3,6 +3,7 @@
 
 mod admin_cli;
 mod otlp;
+mod plugin_cli;
 mod snapshot;
 mod store;
 
@@ -80,6 +81,9 @@ enum Command {
         /// The app's id.
         id: String,
     },
+    /// Create, build and inspect plugins.
+    #[command(subcommand)]
+    Plugin(plugin_cli::PluginCommand),
     /// Check a config, plugins' own config validation included, and exit.
     Validate {
         #[arg(short, long)]
@@ -171,6 +175,7 @@ fn main() -> Result<()> {
             println!("  - {{id: {id}, key: {key}, secret: {secret}, app_code: {app_code}, apis: []}}");
             Ok(())
         }
+        Command::Plugin(command) => plugin_cli::run(command),
         Command::Validate { config, plugins } => {
             check(&config, &plugins)?;
             println!("{}: OK", config.display());

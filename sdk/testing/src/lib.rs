@@ -44,8 +44,16 @@ pub fn build(manifest_dir: &str) -> PathBuf {
 
 /// [`build`] with another cargo profile (Wasmgate's built-in plugins use `plugin`).
 pub fn build_with_profile(manifest_dir: &str, profile: &str) -> PathBuf {
+    try_build(manifest_dir, profile).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Build the plugin crate at `manifest_dir` with cargo `profile`; the component's path, or
+/// why there is none.
+pub fn try_build(manifest_dir: &str, profile: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(manifest_dir).join("Cargo.toml");
+    // Cargo names packages by absolute manifest path.
+    let manifest = manifest.canonicalize().map_err(|e| format!("{}: {e}", manifest.display()))?;
     let out = std::process::Command::new(cargo)
         .args([
             "build",
@@ -59,8 +67,10 @@ pub fn build_with_profile(manifest_dir: &str, profile: &str) -> PathBuf {
         .arg(&manifest)
         .stderr(std::process::Stdio::inherit())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
-    assert!(out.status.success(), "building {} for wasm32-wasip2 failed (see above)", manifest.display());
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building {} for wasm32-wasip2 failed (see above)", manifest.display()));
+    }
     // The last artifact cargo names that is a component of this package.
     let text = String::from_utf8_lossy(&out.stdout);
     let wasm = text.lines().rev().find_map(|line| {
@@ -69,7 +79,7 @@ pub fn build_with_profile(manifest_dir: &str, profile: &str) -> PathBuf {
         let files = msg["filenames"].as_array().filter(|_| same && msg["reason"] == "compiler-artifact")?;
         files.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")).map(PathBuf::from)
     });
-    wasm.unwrap_or_else(|| panic!("{} builds no component: is it a `cdylib`?", manifest.display()))
+    wasm.ok_or_else(|| format!("{} builds no component: is it a `cdylib`?", manifest.display()))
 }
 
 /// A plugin component loaded by the gateway's runtime, with its own fake host.
