@@ -286,6 +286,29 @@ impl TestRequest {
         self
     }
 
+    /// What the gateway does with a binding's `continue` before the next policy and phase:
+    /// headers, path, query, identity and context changed.
+    pub fn apply(&mut self, changes: &RequestChanges) {
+        for op in &changes.headers {
+            op.clone().apply(&mut self.headers);
+        }
+        if let Some(path) = &changes.path {
+            self.path.clone_from(path);
+        }
+        if let Some(query) = &changes.query {
+            self.query.clone_from(query);
+        }
+        if let Some(identity) = &changes.identity {
+            self.identity = identity.clone();
+        }
+        for (key, value) in &changes.context {
+            match self.context.iter_mut().find(|(k, _)| k == key) {
+                Some((_, v)) => v.clone_from(value),
+                None => self.context.push((key.clone(), value.clone())),
+            }
+        }
+    }
+
     pub fn client_ip(mut self, ip: &str) -> TestRequest {
         self.client_ip = ip.parse().expect("an IP address");
         self

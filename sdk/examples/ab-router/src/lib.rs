@@ -33,7 +33,7 @@ impl Policy for AbRouter {
                     "`default` names the API's own backend",
                 ));
             }
-            if !url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty()) {
+            if url.split_once("://").is_none_or(|(_, rest)| rest.is_empty()) {
                 return Err(ConfigError::new(format!("variants.{variant}"), format!("not a URL: {url}")));
             }
         }
