@@ -635,6 +635,34 @@ async fn uploaded_plugins_are_checked_shared_through_the_store_and_served() {
     assert_eq!(HttpClient::default().get(&third.url("/a"), &[]).await.header("x-mine"), Some("uploaded"));
 }
 
+#[tokio::test]
+async fn binding_configs_are_checked_against_the_plugins_schema() {
+    let gw = gateway();
+    let admin = Admin::of(&gw);
+    // The Rust A/B router example declares a config schema in its component.
+    let url = format!("http://{}/plugins/ab/component", gw.admin.unwrap());
+    let auth = format!("Bearer {}", admin.token);
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/wasm")];
+    let component = std::fs::read(common::plugin_dir().join("ab_router.wasm")).unwrap();
+    assert_eq!(HttpClient::default().send_bytes("PUT", &url, &headers, component).await.status, 201);
+    let api = |beta: &str| {
+        json!({"group": "g", "path": "/ab", "backend": {"mock": {}},
+               "policies": [{"plugin": "ab", "config": {"variants": {"beta": beta}}}]})
+    };
+    let r = admin.put("/apis/ab", &[], api("ftp://elsewhere")).await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let e = &r.json()["error"];
+    assert_eq!(e["location"], "group `g` > api `ab` > policies[0] (ab)");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("config.variants.beta: ") && message.ends_with("(the plugin's config schema)"),
+        "{e}"
+    );
+    assert_eq!(admin.get("/apis/ab").await.status, 404, "nothing was stored");
+    let r = admin.put("/apis/ab", &[], api("http://127.0.0.1:9")).await;
+    assert!(matches!(r.status, 200 | 201), "{:?}", r.body);
+}
+
 /// The README's operator walkthrough (create, bind, debug, publish, call, roll back), run
 /// exactly as written against a gateway on a fresh store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,9 +18,21 @@ pub fn bindings(runtime: &Arc<PluginRuntime>, name: &str, config: &str, n: usize
         Some(f) => format!("wasmgate_fixture_{}.wasm", f.replace('-', "_")),
         None => format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")),
     };
-    let path = plugin_dir().join(file);
-    let component = runtime.load(&path).unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins)"));
-    let mut pool = runtime.pool_builder(name, &component, 16 << 20).expect("links");
+    bindings_of(runtime, &plugin_dir().join(file), name, config, n, 16 << 20)
+}
+
+/// `n` bindings of the component at `path` with `config`, each instance capped at
+/// `memory` bytes.
+pub fn bindings_of(
+    runtime: &Arc<PluginRuntime>,
+    path: &Path,
+    name: &str,
+    config: &str,
+    n: usize,
+    memory: usize,
+) -> Vec<WasmPolicy> {
+    let loaded = runtime.load(path).unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins)"));
+    let mut pool = runtime.pool_builder(name, &loaded, memory).expect("links");
     for i in 0..n {
         let limits = CallLimits { cpu: Duration::from_millis(50), wall: Duration::from_secs(30) };
         pool.add(format!("bench:{name}#{i}"), "bench".into(), config.into(), limits);
