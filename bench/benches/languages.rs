@@ -4,12 +4,10 @@
 //! after scripts/build-plugins and scripts/build-sdk-examples.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{HeaderMap, HeaderValue, Method};
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Instant;
-use wasmgate_proxy::policy::{Identity, Policy, RequestAction, RequestView, RouteInfo};
+use wasmgate_proxy::policy::{Policy, RequestAction};
 use wasmgate_runtime::PluginRuntime;
 
 fn component(language: &str) -> PathBuf {
@@ -22,27 +20,12 @@ fn component(language: &str) -> PathBuf {
 }
 
 fn bench(c: &mut Criterion) {
-    let route = RouteInfo { api_id: "api".into(), group_id: "group".into(), environment: "RELEASE".into() };
-    let mut headers = HeaderMap::new();
-    for (n, v) in [("host", "api.example.com"), ("user-agent", "bench/1.0"), ("x-group", "beta")] {
-        headers.insert(n, HeaderValue::from_static(v));
-    }
-    let identity = Identity::default();
-    let request = RequestView {
-        request_id: "0123456789abcdef0123456789abcdef",
-        route: &route,
-        method: &Method::GET,
-        scheme: "http",
-        host: "api.example.com",
-        path: "/users/42",
-        query: "",
-        path_params: &[],
-        headers: &headers,
-        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        identity: &identity,
-        context: &[],
-        body: None,
-    };
+    let sample = wasmgate_bench::SampleRequest::new(&[
+        ("host", "api.example.com"),
+        ("user-agent", "bench/1.0"),
+        ("x-group", "beta"),
+    ]);
+    let request = sample.view();
     let config = r#"{"header":"x-group","variants":{"beta":"http://10.0.0.2:8080"}}"#;
     // Run as a benchmark (`cargo bench`), compile each component into a fresh cache and time
     // it; run once as a test (`cargo test --all-targets`), share the test suite's cache, so

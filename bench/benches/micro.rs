@@ -5,12 +5,9 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use wasmgate_bench::binding;
-use wasmgate_proxy::policy::{
-    BackendOutcome, Call, Identity, LogView, Policy, RequestView, ResponseView, RouteInfo,
-};
+use wasmgate_proxy::policy::{BackendOutcome, Call, LogView, Policy, RequestView, ResponseView};
 use wasmgate_runtime::PluginRuntime;
 
 /// The outcome of a call to a plugin that never waits (all of these).
@@ -33,32 +30,14 @@ fn bench(c: &mut Criterion) {
         r#"{"api_limit":1000000000,"ip_limit":1000000000,"period":1,"unit":"second","algorithm":"local"}"#,
     );
 
-    let route = RouteInfo { api_id: "api".into(), group_id: "group".into(), environment: "RELEASE".into() };
-    let mut req_headers = HeaderMap::new();
-    for (n, v) in [
+    let sample = wasmgate_bench::SampleRequest::new(&[
         ("host", "api.example.com"),
         ("user-agent", "bench/1.0"),
         ("accept", "*/*"),
         ("origin", "https://app.example.com"),
-    ] {
-        req_headers.insert(n, HeaderValue::from_static(v));
-    }
-    let identity = Identity::default();
-    let request = RequestView {
-        request_id: "0123456789abcdef0123456789abcdef",
-        route: &route,
-        method: &Method::GET,
-        scheme: "http",
-        host: "api.example.com",
-        path: "/users/42",
-        query: "",
-        path_params: &[],
-        headers: &req_headers,
-        client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        identity: &identity,
-        context: &[],
-        body: None,
-    };
+    ]);
+    let request = sample.view();
+    let req_headers = &sample.headers;
     let mut resp_headers = HeaderMap::new();
     for (n, v) in [("content-type", "application/json"), ("server", "upstream"), ("content-length", "1024")] {
         resp_headers.insert(n, HeaderValue::from_static(v));

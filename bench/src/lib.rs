@@ -1,8 +1,11 @@
 //! Shared set-up for the benchmarks: load a built plugin into a one-binding pool.
 
+use http::{HeaderMap, HeaderValue, Method};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use wasmgate_proxy::policy::{Identity, RequestView, RouteInfo};
 use wasmgate_proxy::router::Router;
 use wasmgate_runtime::{CallLimits, PluginRuntime, WasmPolicy};
 
@@ -43,6 +46,44 @@ pub fn bindings_of(
 /// A warm binding of built-in plugin `name` with `config` (JSON).
 pub fn binding(runtime: &Arc<PluginRuntime>, name: &str, config: &str) -> WasmPolicy {
     bindings(runtime, name, config, 1).pop().expect("one binding")
+}
+
+/// What a benchmark request is made of (a `RequestView` borrows it all).
+pub struct SampleRequest {
+    pub route: RouteInfo,
+    pub headers: HeaderMap,
+    pub identity: Identity,
+}
+
+impl SampleRequest {
+    /// `GET /users/42` on `api.example.com` with these headers.
+    pub fn new(headers: &[(&'static str, &'static str)]) -> SampleRequest {
+        let mut map = HeaderMap::new();
+        for (n, v) in headers {
+            map.insert(*n, HeaderValue::from_static(v));
+        }
+        let route =
+            RouteInfo { api_id: "api".into(), group_id: "group".into(), environment: "RELEASE".into() };
+        SampleRequest { route, headers: map, identity: Identity::default() }
+    }
+
+    pub fn view(&self) -> RequestView<'_> {
+        RequestView {
+            request_id: "0123456789abcdef0123456789abcdef",
+            route: &self.route,
+            method: &Method::GET,
+            scheme: "http",
+            host: "api.example.com",
+            path: "/users/42",
+            query: "",
+            path_params: &[],
+            headers: &self.headers,
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            identity: &self.identity,
+            context: &[],
+            body: None,
+        }
+    }
 }
 
 /// A router with `n` routes in the shapes APIs use: static, templated, catch-all, prefix.

@@ -229,9 +229,7 @@ impl PoolBuilder {
         }
         Ok(out)
     }
-}
 
-impl PoolBuilder {
     fn check_schema(&self, config: &str) -> Option<BindingError> {
         self.info.validator.as_ref()?;
         let parsed = match serde_json::from_str(config) {

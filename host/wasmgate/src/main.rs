@@ -136,7 +136,7 @@ static ACCESS_JSON: AtomicBool = AtomicBool::new(true);
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::filter::{DynFilterFn, EnvFilter};
     use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
-        let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let wanted = env.max_level_hint();
     let general = fmt::layer()
         .with_writer(std::io::stderr)
@@ -160,7 +160,7 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         .with_writer(lines.clone())
         .with_filter(access(true));
     let text = fmt::layer().with_writer(lines).with_ansi(false).with_filter(access(false));
-        tracing_subscriber::registry().with(vec![general.boxed(), json.boxed(), text.boxed()]).init();
+    tracing_subscriber::registry().with(vec![general.boxed(), json.boxed(), text.boxed()]).init();
     // The access log's dynamic filters give no level hint, so `init` lets every `log` record
     // through to them; Cranelift logs at trace level all through compiling a plugin (a 20 MB
     // component took a minute in a debug build, mostly in filters). No `log` record is an
