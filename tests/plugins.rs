@@ -41,11 +41,9 @@ groups:
     )
 }
 
-
-
 async fn routes_by_header(language: &str) {
     let beta = Upstream::start().await;
-        // Default limits (16 MiB per instance) for every language.
+    // Default limits (16 MiB per instance) for every language.
     let gw = Gateway::start(&ab_config(&ab_router(language), &beta));
     let c = HttpClient::default();
     for n in 1..=3 {
@@ -66,7 +64,7 @@ async fn routes_by_header(language: &str) {
 
     // A config the plugin's schema refuses never reaches the plugin; one only the plugin's
     // own check refuses is reported the same way.
-        let bad = ab_config(&ab_router(language), &beta);
+    let bad = ab_config(&ab_router(language), &beta);
     let (ok, text) = validate(&bad.replace(&beta.url(), "ftp://nowhere"));
     assert!(
         !ok && text.contains("config.variants.beta: ") && text.contains("the plugin's config schema"),
@@ -149,4 +147,40 @@ async fn a_new_plugin_is_created_tested_and_served() {
     assert_eq!((r.status, r.error_code().as_str()), (401, "TENANT_CHECK.0001"));
     let r = c.send("GET", &gw.url("/a"), &[("x-tenant", "acme")], "").await;
     assert_eq!((r.status, r.header("x-checked-by")), (200, Some("tenant-check")));
+}
+
+/// The Rust example with its contract version rewritten (the names are the only place it
+/// is written), as if built against another version of `wit/`.
+fn built_for(version: &str) -> PathBuf {
+    assert_eq!(version.len(), "0.1.0".len(), "same length, so the binary stays valid");
+    let bytes = std::fs::read(ab_router("rust")).unwrap();
+    let (from, to) = (b"@0.1.0".as_slice(), format!("@{version}").into_bytes());
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes.as_slice();
+    while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(&to);
+        rest = &rest[at + from.len()..];
+    }
+    out.extend_from_slice(rest);
+    assert_ne!(out, bytes);
+    let path = temp_dir().join(format!("ab-router-{version}.wasm"));
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn plugins_built_for_0_1_x_run_and_others_are_refused_by_name() {
+    let beta = Upstream::start().await;
+    let (ok, text) = validate(&ab_config(&built_for("0.1.7"), &beta));
+    assert!(ok, "a later patch level of the contract runs: {text}");
+    let newer = built_for("0.2.0");
+    let (ok, text) = validate(&ab_config(&newer, &beta));
+    assert!(
+        !ok && text
+            .contains("built against wasmgate:plugin@0.2.0; this gateway runs plugins built against 0.1.x"),
+        "{text}"
+    );
+    let out = wasmgate().args(["plugin", "inspect"]).arg(&newer).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(this gateway does not run it: built against"));
 }
