@@ -94,8 +94,7 @@ fn check_contract<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), String
 impl PluginInfo {
     /// Whether this gateway runs a component built against its contract version.
     pub fn runs_here(&self) -> Result<(), String> {
-        let policy = self.contract.as_ref().map(|v| format!("{CONTRACT}policy@{v}"));
-        check_contract(self.imports.iter().map(String::as_str).chain(policy.as_deref()))
+        check_contract(self.imports.iter().chain(&self.exports).map(String::as_str))
     }
 }
 
@@ -359,11 +358,9 @@ impl PluginRuntime {
             path: PathBuf::from(plugin),
             reason: format!("{what}: {e:#}"),
         };
-        let ty = component.component_type();
-        let names = ty.imports(&self.engine).map(|(n, _)| n).chain(ty.exports(&self.engine).map(|(n, _)| n));
-        check_contract(names)
-            .map_err(|reason| RuntimeError::Invalid { path: PathBuf::from(plugin), reason })?;
-        let waits = ty.imports(&self.engine).any(|(name, _)| name.starts_with(HTTP_OUTBOUND));
+        let info = &loaded.info;
+        info.runs_here().map_err(|reason| RuntimeError::Invalid { path: PathBuf::from(plugin), reason })?;
+        let waits = info.imports.iter().any(|name| name.starts_with(HTTP_OUTBOUND));
         let linker = if waits { &self.async_linker } else { &self.linker };
         let pre = linker
             .instantiate_pre(component)

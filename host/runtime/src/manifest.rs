@@ -25,11 +25,11 @@ pub struct PluginInfo {
     pub version: Option<String>,
     /// `rust`, `python`, `javascript`, as its SDK says.
     pub language: Option<String>,
-    /// The version of `wasmgate:plugin` it was built against (`0.1.0`).
-    pub contract: Option<String>,
     /// What the component imports, by interface name (`wasmgate:plugin/counters@0.1.0`,
     /// `wasi:io/streams@0.2.6`).
     pub imports: Vec<String>,
+    /// What it exports, likewise (`wasmgate:plugin/policy@0.1.0`).
+    pub exports: Vec<String>,
     pub config_schema: Option<serde_json::Value>,
     /// The schema, compiled once when the component is loaded.
     pub(crate) validator: Option<Arc<jsonschema::Validator>>,
@@ -40,7 +40,7 @@ impl std::fmt::Debug for PluginInfo {
         f.debug_struct("PluginInfo")
             .field("name", &self.name)
             .field("version", &self.version)
-            .field("contract", &self.contract)
+            .field("contract", &self.contract())
             .finish_non_exhaustive()
     }
 }
@@ -71,9 +71,7 @@ impl PluginInfo {
                 ComponentExportSection(exports) if depth == 0 => {
                     for export in exports {
                         let export = export.map_err(|e| format!("not a WebAssembly component: {e}"))?;
-                        if let Some(v) = export.name.name.strip_prefix("wasmgate:plugin/policy@") {
-                            info.contract = Some(v.to_string());
-                        }
+                        info.exports.push(export.name.name.to_string());
                     }
                 }
                 _ => {}
@@ -90,6 +88,11 @@ impl PluginInfo {
         info.language = section.language;
         info.config_schema = section.config_schema;
         Ok(info)
+    }
+
+    /// The version of `wasmgate:plugin` it was built against (`0.1.0`): its policy export's.
+    pub fn contract(&self) -> Option<&str> {
+        self.exports.iter().find_map(|name| name.strip_prefix("wasmgate:plugin/policy@"))
     }
 
     /// The Wasmgate capabilities it imports (`counters`, `kv`, ...; not the shared `types`).

@@ -120,7 +120,7 @@ fn describe(info: &PluginInfo) -> String {
         info.name.as_deref().unwrap_or("(unnamed)"),
         info.version.as_deref().unwrap_or("(no version)"),
         info.language.as_deref().unwrap_or("language not stated"),
-        info.contract.as_deref().unwrap_or("?"),
+        info.contract().unwrap_or("?"),
     )
 }
 
@@ -135,7 +135,7 @@ fn inspect(file: &Path) -> Result<()> {
         Ok(()) => "this gateway runs it".to_string(),
         Err(e) => format!("this gateway does not run it: {e}"),
     };
-    println!("contract:     wasmgate:plugin@{} ({runs})", info.contract.as_deref().unwrap_or("?"));
+    println!("contract:     wasmgate:plugin@{} ({runs})", info.contract().unwrap_or("?"));
     let caps: Vec<&str> = info.capabilities().collect();
     println!("capabilities: {}", if caps.is_empty() { "none".into() } else { caps.join(", ") });
     let wasi: Vec<&str> =

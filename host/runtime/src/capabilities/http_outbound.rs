@@ -84,6 +84,14 @@ pub fn origin(url: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{host}:{port}"))
 }
 
+/// The answer as the guest receives it, from the network or the test harness's fake.
+fn response(parts: &http::response::Parts, body: &[u8]) -> OutboundResponse {
+    let headers = parts.headers.iter();
+    let headers =
+        headers.map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
+    OutboundResponse { status: parts.status.as_u16(), headers: headers.collect(), body: body.to_vec() }
+}
+
 /// An error and its causes, `: `-separated (hyper's own message alone says only "Connect").
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -113,15 +121,8 @@ impl Host for HostState {
         if let Some(fake) = self.caps.outbound.fake.get() {
             let req = req.body(body).map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
             let resp = fake(req).map_err(HttpError::Connect)?;
-            let headers = resp
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()));
-            return Ok(OutboundResponse {
-                status: resp.status().as_u16(),
-                headers: headers.collect(),
-                body: resp.into_body().to_vec(),
-            });
+            let (parts, body) = resp.into_parts();
+            return Ok(response(&parts, &body));
         }
         let req = req.body(Full::new(body)).map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
         let started = Instant::now();
@@ -139,12 +140,7 @@ impl Host for HostState {
                     HttpError::Connect(e.to_string())
                 }
             })?;
-            let headers = parts
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-                .collect();
-            Ok(OutboundResponse { status: parts.status.as_u16(), headers, body: body.to_bytes().to_vec() })
+            Ok(response(&parts, &body.to_bytes()))
         })
         .await;
         self.net_wait += started.elapsed();
