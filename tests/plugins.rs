@@ -137,6 +137,13 @@ async fn a_new_plugin_is_created_tested_and_served() {
     // The template's own tests, with the harness.
     let tested = run(Command::new(env!("CARGO")).arg("test").current_dir(&dir));
     assert!(tested.contains("test result: ok. 2 passed"), "{tested}");
+    // It reuses the runtime this checkout compiled: a second wasmtime would cost minutes and
+    // a gigabyte of disk (sdk/testing/Cargo.toml aligns the features of the two graphs).
+    assert!(
+        !tested.contains("Compiling wasmtime "),
+        "the plugin project compiled wasmtime again: its dependency graph no longer resolves \
+         the features the workspace does (sdk/testing/Cargo.toml)\n{tested}"
+    );
 
     let gw = Gateway::start(&format!(
         "plugins:\n  tenant-check: {{path: \"{component}\"}}\n{}",
