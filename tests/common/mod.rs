@@ -139,8 +139,9 @@ pub struct Gateway {
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
+/// A new directory under `target/tmp` (removed with the build, not left in `/tmp`).
 pub fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "wasmgate-test-{}-{}",
         std::process::id(),
         NEXT_DIR.fetch_add(1, Ordering::SeqCst)

@@ -65,6 +65,9 @@ pub fn try_build(manifest_dir: &str, profile: &str) -> Result<PathBuf, String> {
         ])
         .arg("--manifest-path")
         .arg(&manifest)
+        // Cargo reads `.cargo/config.toml` from where it runs: the project's, as `cargo build`
+        // in its directory would (a plugin project's names the target directory to share).
+        .current_dir(manifest.parent().expect("a manifest is in a directory"))
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
