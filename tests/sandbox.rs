@@ -128,3 +128,23 @@ async fn on_error_open_skips_the_failing_plugin() {
     assert_eq!(r.json()["path"], "/trap-open");
     gw.expect_log("skipped (on_error: open)").await;
 }
+
+/// Setting an instance up is not a request: `configure` gets a second of guest time whatever
+/// the binding's CPU limit, so a busy machine cannot make a valid config fail to load (a
+/// Python or JavaScript plugin's start once did, on a loaded CI machine); one that never
+/// returns still fails the load, by the same deadline.
+#[test]
+fn configure_has_a_setup_budget_not_the_request_deadline() {
+    let spin = |config: &str| {
+        validate(&format!(
+            "plugins:\n  spin-forever: {{path: \"{}\"}}\n{}",
+            fixture("spin-forever").display(),
+            one_binding("spin-forever", config)
+                .replace("      config:", "      limits: {cpu_ms: 10}\n      config:")
+        ))
+    };
+    let (ok, text) = spin("{configure_ms: 300}");
+    assert!(ok, "300 ms in configure with a 10 ms request deadline:\n{text}");
+    let (ok, text) = spin("{configure_ms: 600000}");
+    assert!(!ok && text.contains("CPU deadline exceeded"), "{text}");
+}

@@ -23,6 +23,12 @@ use wasmtime_wasi::WasiCtxBuilder;
 const IDLE_INSTANCES: usize = 64;
 /// Table growth beyond this is refused (guests use a handful of entries).
 const MAX_TABLE_ELEMENTS: usize = 100_000;
+/// Guest time for setting an instance up: its start code and each binding's `configure`.
+/// Not the phase deadline: the deadline counts wall time spent in the guest, so on a busy
+/// machine a Python or JavaScript plugin's start could pass 50 ms and refuse a valid config
+/// at load. Setup runs at load and once per new instance, never per request; a plugin
+/// that never returns from it still fails.
+const SETUP_TIME: Duration = Duration::from_secs(1);
 
 /// Caps one instance's memory; records that the cap was hit so the error can say so.
 pub(crate) struct Limits {
@@ -119,7 +125,10 @@ pub enum BindingError {
 
 struct Slot {
     config: String,
+    /// The deadline of a phase call.
     cpu_ticks: u64,
+    /// The deadline of `configure`: [`SETUP_TIME`], or the phase deadline if larger.
+    setup_ticks: u64,
     /// Wall-clock cap of one call, network waits included.
     wall: Duration,
 }
@@ -167,7 +176,13 @@ impl PoolBuilder {
     pub fn add(&mut self, namespace: String, api_id: String, config_json: String, limits: CallLimits) -> u32 {
         let ticks = limits.cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // +1: the deadline counts from the next tick, which may be almost due.
-        self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1, wall: limits.wall });
+        let setup_ticks = (SETUP_TIME.as_millis() / EPOCH_TICK.as_millis()) as u64;
+        self.slots.push(Slot {
+            config: config_json,
+            cpu_ticks: ticks + 1,
+            setup_ticks: setup_ticks.max(ticks) + 1,
+            wall: limits.wall,
+        });
         self.scopes.push(BindingScope {
             namespace,
             api_id,
@@ -330,8 +345,8 @@ impl PluginPool {
                 Ok(wasmtime::UpdateDeadline::Interrupt)
             }
         });
-        // Instantiation runs the guest's start code: give it the first binding's deadline.
-        store.set_epoch_deadline(self.slots.first().map_or(20, |s| s.cpu_ticks));
+        // Instantiation runs the guest's start code (a language runtime's, for some).
+        store.set_epoch_deadline(self.slots.iter().map(|s| s.setup_ticks).max().unwrap_or(1));
         let exports = match &self.pre {
             Pre::Sync(pre) => {
                 guarded(|| pre.instantiate(&mut store).map(Exports::Sync).map_err(|e| classify(e, &store)))
@@ -354,7 +369,7 @@ impl PluginPool {
     ) -> Result<Result<convert::Accepted, crate::bindings::wasmgate::plugin::types::ConfigError>, PolicyError>
     {
         let slot = &self.slots[binding as usize];
-        inst.store.set_epoch_deadline(slot.cpu_ticks);
+        inst.store.set_epoch_deadline(slot.setup_ticks);
         inst.store.data_mut().current = binding;
         let r = call_export!(&mut *inst, call_configure(binding, &slot.config))?;
         match r {
