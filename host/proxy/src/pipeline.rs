@@ -320,25 +320,14 @@ async fn serve(
             t.request_step(b, &result, took);
         }
         match result {
-            Ok(RequestAction::Continue(changes)) => {
-                for op in changes.headers {
-                    op.apply(&mut ex.headers);
-                }
-                if let Some(p) = changes.path {
-                    ex.path = p;
-                }
-                if let Some(q) = changes.query {
-                    ex.query = q;
-                }
-                if let Some(id) = changes.identity {
-                    ex.identity = id;
-                }
-                for (k, v) in changes.context {
-                    match ex.context.iter_mut().find(|(ek, _)| *ek == k) {
-                        Some(slot) => slot.1 = v,
-                        None => ex.context.push((k, v)),
-                    }
-                }
+            Ok(RequestAction::Continue(mut changes)) => {
+                changes.apply_to(ChangeableRequest {
+                    headers: &mut ex.headers,
+                    path: &mut ex.path,
+                    query: &mut ex.query,
+                    identity: &mut ex.identity,
+                    context: &mut ex.context,
+                });
                 if changes.backend.is_some() {
                     backend_override = changes.backend;
                 }

@@ -208,6 +208,42 @@ pub struct RequestChanges {
     pub backend: Option<BackendTarget>,
 }
 
+/// The parts of a request a policy's `continue` may change, as the next policy and phase
+/// see them.
+pub struct ChangeableRequest<'a> {
+    pub headers: &'a mut HeaderMap,
+    pub path: &'a mut String,
+    pub query: &'a mut String,
+    pub identity: &'a mut Identity,
+    pub context: &'a mut Vec<(String, String)>,
+}
+
+impl RequestChanges {
+    /// Apply the changes to the request itself (headers, path, query, identity; a context
+    /// key set again replaces its value), moving them out; the backend and response headers
+    /// stay for the caller.
+    pub fn apply_to(&mut self, request: ChangeableRequest<'_>) {
+        for op in self.headers.drain(..) {
+            op.apply(request.headers);
+        }
+        if let Some(p) = self.path.take() {
+            *request.path = p;
+        }
+        if let Some(q) = self.query.take() {
+            *request.query = q;
+        }
+        if let Some(id) = self.identity.take() {
+            *request.identity = id;
+        }
+        for (k, v) in self.context.drain(..) {
+            match request.context.iter_mut().find(|(ek, _)| *ek == k) {
+                Some(slot) => slot.1 = v,
+                None => request.context.push((k, v)),
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum RequestAction {
     Continue(RequestChanges),

@@ -23,7 +23,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use wasmgate_proxy::policy::{self, BackendOutcome, Identity, Policy, RequestView, ResponseView, RouteInfo};
+use wasmgate_proxy::policy::{
+    self, BackendOutcome, ChangeableRequest, Identity, Policy, RequestView, ResponseView, RouteInfo,
+};
 use wasmgate_runtime::capabilities::credentials::{App, CredentialStore};
 use wasmgate_runtime::capabilities::log_sink::Published;
 use wasmgate_runtime::capabilities::namespaced;
@@ -292,24 +294,13 @@ impl TestRequest {
     /// What the gateway does with a binding's `continue` before the next policy and phase:
     /// headers, path, query, identity and context changed.
     pub fn apply(&mut self, changes: &RequestChanges) {
-        for op in &changes.headers {
-            op.clone().apply(&mut self.headers);
-        }
-        if let Some(path) = &changes.path {
-            self.path.clone_from(path);
-        }
-        if let Some(query) = &changes.query {
-            self.query.clone_from(query);
-        }
-        if let Some(identity) = &changes.identity {
-            self.identity = identity.clone();
-        }
-        for (key, value) in &changes.context {
-            match self.context.iter_mut().find(|(k, _)| k == key) {
-                Some((_, v)) => v.clone_from(value),
-                None => self.context.push((key.clone(), value.clone())),
-            }
-        }
+        changes.clone().apply_to(ChangeableRequest {
+            headers: &mut self.headers,
+            path: &mut self.path,
+            query: &mut self.query,
+            identity: &mut self.identity,
+            context: &mut self.context,
+        });
     }
 
     pub fn client_ip(mut self, ip: &str) -> TestRequest {
