@@ -29,6 +29,8 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// at load. Setup runs at load and once per new instance, never per request; a plugin
 /// that never returns from it still fails.
 const SETUP_TIME: Duration = Duration::from_secs(1);
+/// [`SETUP_TIME`] in epoch ticks (+1: the deadline counts from the next tick).
+const SETUP_TICKS: u64 = (SETUP_TIME.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1;
 
 /// Caps one instance's memory; records that the cap was hit so the error can say so.
 pub(crate) struct Limits {
@@ -127,10 +129,16 @@ struct Slot {
     config: String,
     /// The deadline of a phase call.
     cpu_ticks: u64,
-    /// The deadline of `configure`: [`SETUP_TIME`], or the phase deadline if larger.
-    setup_ticks: u64,
     /// Wall-clock cap of one call, network waits included.
     wall: Duration,
+}
+
+impl Slot {
+    /// The deadline of setting an instance up for this binding: [`SETUP_TICKS`], or the
+    /// phase deadline if larger.
+    fn setup_ticks(&self) -> u64 {
+        self.cpu_ticks.max(SETUP_TICKS)
+    }
 }
 
 /// How long one phase call of a binding may run.
@@ -176,13 +184,7 @@ impl PoolBuilder {
     pub fn add(&mut self, namespace: String, api_id: String, config_json: String, limits: CallLimits) -> u32 {
         let ticks = limits.cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // +1: the deadline counts from the next tick, which may be almost due.
-        let setup_ticks = (SETUP_TIME.as_millis() / EPOCH_TICK.as_millis()) as u64;
-        self.slots.push(Slot {
-            config: config_json,
-            cpu_ticks: ticks + 1,
-            setup_ticks: setup_ticks.max(ticks) + 1,
-            wall: limits.wall,
-        });
+        self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1, wall: limits.wall });
         self.scopes.push(BindingScope {
             namespace,
             api_id,
@@ -346,7 +348,7 @@ impl PluginPool {
             }
         });
         // Instantiation runs the guest's start code (a language runtime's, for some).
-        store.set_epoch_deadline(self.slots.iter().map(|s| s.setup_ticks).max().unwrap_or(1));
+        store.set_epoch_deadline(self.slots.iter().map(Slot::setup_ticks).max().unwrap_or(SETUP_TICKS));
         let exports = match &self.pre {
             Pre::Sync(pre) => {
                 guarded(|| pre.instantiate(&mut store).map(Exports::Sync).map_err(|e| classify(e, &store)))
@@ -369,7 +371,7 @@ impl PluginPool {
     ) -> Result<Result<convert::Accepted, crate::bindings::wasmgate::plugin::types::ConfigError>, PolicyError>
     {
         let slot = &self.slots[binding as usize];
-        inst.store.set_epoch_deadline(slot.setup_ticks);
+        inst.store.set_epoch_deadline(slot.setup_ticks());
         inst.store.data_mut().current = binding;
         let r = call_export!(&mut *inst, call_configure(binding, &slot.config))?;
         match r {
