@@ -60,8 +60,8 @@ def main():
     manifest = {"name": project["project"]["name"], "version": project["project"]["version"],
                 "language": "python"}
     if "schema" in settings:
-        manifest["config_schema"] = json.loads((plugin_dir / settings["schema"]).read_text())
-        out.parent.mkdir(parents=True, exist_ok=True)
+                manifest["config_schema"] = json.loads((plugin_dir / settings["schema"]).read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
     capabilities = [c for c in settings.get("capabilities", []) if c != "log"]
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
