@@ -46,6 +46,14 @@ impl Admin<'_> {
         self.call("PUT", path, headers, Some(body)).await
     }
 
+    /// Upload a plugin component as `name` (`PUT /plugins/{name}/component`).
+    async fn upload(&self, name: &str, component: Vec<u8>) -> Reply {
+        let url = format!("http://{}/plugins/{name}/component", self.gw.admin.unwrap());
+        let auth = format!("Bearer {}", self.token);
+        let headers = [("authorization", auth.as_str()), ("content-type", "application/wasm")];
+        HttpClient::default().send_bytes("PUT", &url, &headers, component).await
+    }
+
     /// Publish API `id`'s current definition in `env`.
     async fn publish(&self, id: &str, env: &str, description: &str) -> Reply {
         let body = json!({"environment": env, "description": description});
@@ -569,17 +577,9 @@ async fn debug_calls_an_unpublished_api_and_traces_each_policy() {
 async fn uploaded_plugins_are_checked_shared_through_the_store_and_served() {
     let gw = gateway();
     let admin = Admin::of(&gw);
-    let upload = |name: &str, bytes: Vec<u8>| {
-        let url = format!("http://{}/plugins/{name}/component", gw.admin.unwrap());
-        let auth = format!("Bearer {}", admin.token);
-        async move {
-            let headers = [("authorization", auth.as_str()), ("content-type", "application/wasm")];
-            HttpClient::default().send_bytes("PUT", &url, &headers, bytes).await
-        }
-    };
     // Not a component, or a core module: refused, saying why; nothing is created.
     for bytes in [b"not wasm".to_vec(), b"\0asm\x01\0\0\0".to_vec()] {
-        let r = upload("mine", bytes).await;
+        let r = admin.upload("mine", bytes).await;
         let error = &r.json()["error"];
         assert_eq!((r.status, error["location"].as_str()), (422, Some("component")), "{:?}", r.body);
         assert!(error["message"].as_str().unwrap().contains("not a valid plugin component"), "{error}");
@@ -590,7 +590,7 @@ async fn uploaded_plugins_are_checked_shared_through_the_store_and_served() {
     let component =
         std::fs::read(common::plugin_dir().join("wasmgate_plugin_response_headers.wasm")).unwrap();
     let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&component));
-    let r = upload("mine", component.clone()).await;
+    let r = admin.upload("mine", component.clone()).await;
     assert_eq!((r.status, r.json()["body"]["sha256"].as_str()), (201, Some(sha256.as_str())), "{:?}", r.body);
     let headers = json!([{"name": "x-mine", "value": "uploaded", "action": "override"}]);
     let api = json!({"group": "g", "path": "/a", "backend": {"mock": {"body": "one"}},
@@ -607,7 +607,7 @@ async fn uploaded_plugins_are_checked_shared_through_the_store_and_served() {
     // Another component whose check refuses the binding's config (CORS has no
     // `response_headers`): refused, and the plugin keeps the component it had.
     let cors = std::fs::read(common::plugin_dir().join("wasmgate_plugin_cors.wasm")).unwrap();
-    let r = upload("mine", cors).await;
+    let r = admin.upload("mine", cors).await;
     assert_eq!(r.status, 422, "{:?}", r.body);
     assert_eq!(admin.get("/plugins/mine").await.json()["body"]["sha256"], json!(sha256));
 
@@ -640,11 +640,8 @@ async fn binding_configs_are_checked_against_the_plugins_schema() {
     let gw = gateway();
     let admin = Admin::of(&gw);
     // The Rust A/B router example declares a config schema in its component.
-    let url = format!("http://{}/plugins/ab/component", gw.admin.unwrap());
-    let auth = format!("Bearer {}", admin.token);
-    let headers = [("authorization", auth.as_str()), ("content-type", "application/wasm")];
     let component = std::fs::read(common::plugin_dir().join("ab_router.wasm")).unwrap();
-    assert_eq!(HttpClient::default().send_bytes("PUT", &url, &headers, component).await.status, 201);
+    assert_eq!(admin.upload("ab", component).await.status, 201);
     let api = |beta: &str| {
         json!({"group": "g", "path": "/ab", "backend": {"mock": {}},
                "policies": [{"plugin": "ab", "config": {"variants": {"beta": beta}}}]})
