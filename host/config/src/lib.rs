@@ -379,6 +379,10 @@ pub struct GatewaySettings {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Record metrics (default); off saves their cost per request and plugin call.
     pub metrics_enabled: bool,
+    /// Count each plugin's boundary crossings per phase (`wasmgate_plugin_crossings_total`),
+    /// for measuring what a plugin costs; off by default (a hook call per crossing). Applies
+    /// to plugins loaded from then on.
+    pub plugin_stats: bool,
     /// One line per request on stderr (target `access`), off unless enabled.
     pub access_log: AccessLog,
     /// Export the gateway's spans over OTLP/HTTP (JSON); none by default. Read at start-up.
@@ -402,6 +406,7 @@ impl Default for GatewaySettings {
             clock_offset_ms: 0,
             metrics_listen: None,
             metrics_enabled: true,
+            plugin_stats: false,
             access_log: AccessLog::default(),
             otlp: None,
             max_header_bytes: 32 << 10,

@@ -33,6 +33,9 @@ pub struct IntGaugeVecs {
     pub sink_buffered: IntGaugeVec,
     pub sink_delivered: IntGaugeVec,
     pub sink_dropped: IntGaugeVec,
+    /// Set only with `gateway.plugin_stats` on.
+    pub stat_calls: IntGaugeVec,
+    pub crossings: IntGaugeVec,
 }
 
 /// One API's handles; none when metrics are off (`gateway.metrics_enabled: false`).
@@ -65,6 +68,11 @@ pub enum Phase {
     Request = 0,
     Response = 1,
     Log = 2,
+}
+
+impl Phase {
+    /// In index order.
+    pub const NAMES: [&str; 3] = ["request", "response", "log"];
 }
 
 impl Default for Metrics {
@@ -152,6 +160,16 @@ impl Metrics {
                     "Messages a Kafka producer dropped (buffer full, rejected).",
                     &["brokers"],
                 ),
+                stat_calls: gauge(
+                    "wasmgate_plugin_counted_calls_total",
+                    "Plugin calls whose boundary crossings were counted (gateway.plugin_stats), by plugin and phase.",
+                    &["plugin", "phase"],
+                ),
+                crossings: gauge(
+                    "wasmgate_plugin_crossings_total",
+                    "Boundary crossings of counted calls: into the guest (export, realloc, post-return) or the host (imports).",
+                    &["plugin", "phase", "direction"],
+                ),
             },
             registry,
         }
@@ -173,11 +191,11 @@ impl Metrics {
 
     pub fn binding(&self, plugin: &str) -> BindingMetrics {
         let by_phase =
-            |v: &IntCounterVec| ["request", "response", "log"].map(|p| v.with_label_values(&[plugin, p]));
+            |v: &IntCounterVec| Phase::NAMES.map(|p| v.with_label_values(&[plugin, p]));
         BindingMetrics(Some(BindingHandles {
             calls: by_phase(&self.plugin_calls),
             errors: by_phase(&self.plugin_errors),
-            duration: ["request", "response", "log"]
+            duration: Phase::NAMES
                 .map(|p| self.plugin_duration.with_label_values(&[plugin, p])),
             rejections: self.rejections.clone(),
             plugin: plugin.to_string(),

@@ -13,10 +13,12 @@ pub mod capabilities;
 mod convert;
 pub mod manifest;
 mod pool;
+mod stats;
 
 pub use capabilities::Capabilities;
 pub use manifest::PluginInfo;
 pub use pool::{CallLimits, PluginPool, PoolBuilder, WasmPolicy};
+pub use stats::{Crossings, PhaseTotals};
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -136,6 +138,8 @@ pub struct HostState {
     net_wait: Duration,
     /// When this call must be over, waits included.
     wall_deadline: std::time::Instant,
+    /// Boundary crossings since the current call began (counted only with call stats on).
+    crossings: stats::Crossings,
 }
 
 impl HostState {
@@ -165,6 +169,7 @@ pub struct PluginRuntime {
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<[u8; 32], LoadedPlugin>>,
     caps: Arc<Capabilities>,
+    stats: stats::CallStats,
 }
 
 impl PluginRuntime {
@@ -246,11 +251,23 @@ impl PluginRuntime {
             cache_dir,
             compiled: Mutex::new(HashMap::new()),
             caps: Arc::new(Capabilities::default()),
+            stats: stats::CallStats::default(),
         }))
     }
 
     pub fn capabilities(&self) -> &Arc<Capabilities> {
         &self.caps
+    }
+
+    /// Count boundary crossings per plugin and phase (`gateway.plugin_stats`) in pools built
+    /// from now on. It adds a hook call to every crossing, so it is off by default.
+    pub fn count_crossings(&self, on: bool) {
+        self.stats.set_on(on);
+    }
+
+    /// What [`Self::count_crossings`] counted: by plugin, per phase (request, response, log).
+    pub fn call_stats(&self) -> Vec<(String, [PhaseTotals; 3])> {
+        self.stats.totals()
     }
 
     /// Load a plugin component from disk: from memory if this content was seen before, from

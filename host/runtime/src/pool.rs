@@ -10,6 +10,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
+use wasmgate_proxy::metrics::Phase;
 use wasmgate_proxy::policy::{
     BindingInfo, Call, LogView, Policy, PolicyError, RequestAction, RequestView, ResponseAction,
     ResponseView, RouteInfo,
@@ -201,6 +202,7 @@ impl PoolBuilder {
         let mut schema_errors: Vec<Option<BindingError>> =
             self.slots.iter().map(|s| self.check_schema(&s.config)).collect();
         let pool = Arc::new(PluginPool {
+            stats: self.runtime.stats.for_plugin(&self.plugin),
             runtime: self.runtime,
             plugin: self.plugin,
             pre: self.pre,
@@ -272,6 +274,8 @@ pub struct PluginPool {
     scopes: Arc<[BindingScope]>,
     slots: Vec<Slot>,
     idle: ArrayQueue<Instance>,
+    /// Where calls' boundary crossings are added up, when counted.
+    stats: Option<Arc<crate::stats::PluginStats>>,
 }
 
 /// Run a call into the guest, containing host panics.
@@ -332,9 +336,16 @@ impl PluginPool {
             caps: self.runtime.caps.clone(),
             net_wait: Duration::ZERO,
             wall_deadline: std::time::Instant::now(),
+            crossings: Default::default(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
+        if self.stats.is_some() {
+            store.call_hook(|mut ctx, hook| {
+                ctx.data_mut().crossings.count(hook);
+                Ok(())
+            });
+        }
         // The deadline counts guest time: time a host import spent waiting on the network
         // is given back, as long as the call's wall-clock cap allows.
         store.epoch_deadline_callback(|mut ctx| {
@@ -409,6 +420,7 @@ impl PluginPool {
         data.current = binding;
         data.net_wait = Duration::ZERO;
         data.wall_deadline = std::time::Instant::now() + slot.wall;
+        data.crossings = Default::default();
         // Reused buffers: a named policy serves several APIs, so the route is per call.
         data.route_api.clear();
         data.route_api.push_str(&route.api_id);
@@ -417,7 +429,11 @@ impl PluginPool {
         Ok(inst)
     }
 
-    fn checkin(&self, inst: Instance) {
+    /// Take back an instance whose `phase` call succeeded.
+    fn checkin(&self, inst: Instance, phase: Phase) {
+        if let Some(stats) = &self.stats {
+            stats.record(phase, inst.store.data().crossings);
+        }
         let _ = self.idle.push(inst);
     }
 }
@@ -454,7 +470,7 @@ impl WasmPolicy {
         let req = parts.request(request, &self.request);
         let mut inst = self.pool.checkout(self.binding, request.route).await?;
         let action = call_export!(&mut inst, call_on_request(self.binding, req))?;
-        self.pool.checkin(inst);
+        self.pool.checkin(inst, Phase::Request);
         convert::request_action(action)
     }
 
@@ -469,7 +485,7 @@ impl WasmPolicy {
         let resp = convert::response(response, &headers, self.info.response_body);
         let mut inst = self.pool.checkout(self.binding, request.route).await?;
         let action = call_export!(&mut inst, call_on_response(self.binding, req, resp))?;
-        self.pool.checkin(inst);
+        self.pool.checkin(inst, Phase::Response);
         convert::response_action(action)
     }
 
@@ -481,7 +497,7 @@ impl WasmPolicy {
         let log = convert::log_entry(entry, req, resp);
         let mut inst = self.pool.checkout(self.binding, entry.request.route).await?;
         call_export!(&mut inst, call_on_log(self.binding, log))?;
-        self.pool.checkin(inst);
+        self.pool.checkin(inst, Phase::Log);
         Ok(())
     }
 }

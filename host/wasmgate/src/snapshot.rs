@@ -10,7 +10,7 @@ use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfi
 use wasmgate_proxy::access_log::SpanSink;
 use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::error::{CustomError, CustomErrors};
-use wasmgate_proxy::metrics::{ApiMetrics, BindingMetrics, Metrics};
+use wasmgate_proxy::metrics::{ApiMetrics, BindingMetrics, Metrics, Phase};
 use wasmgate_proxy::params;
 use wasmgate_proxy::policy::{Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
@@ -66,6 +66,15 @@ impl Builder {
             g.sink_delivered.with_label_values(&[&s.brokers]).set(s.delivered as i64);
             g.sink_dropped.with_label_values(&[&s.brokers]).set(s.dropped as i64);
         }
+        for (plugin, phases) in self.runtime.call_stats() {
+            for (phase, t) in Phase::NAMES.iter().zip(phases).filter(|(_, t)| t.calls > 0) {
+                g.stat_calls.with_label_values(&[plugin.as_str(), phase]).set(t.calls as i64);
+                let crossings = [("guest", t.crossings.into_guest), ("host", t.crossings.into_host)];
+                for (direction, n) in crossings {
+                    g.crossings.with_label_values(&[plugin.as_str(), phase, direction]).set(n as i64);
+                }
+            }
+        }
         self.metrics.render()
     }
 }
@@ -96,6 +105,7 @@ fn plugin_path(
 fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot, ConfigError> {
     let Builder { runtime, plugin_dir, upstreams, metrics, spans } = builder;
     let record = cfg.gateway.metrics_enabled;
+    runtime.count_crossings(cfg.gateway.plugin_stats);
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
     // Certificates first: reading files is cheaper than compiling plugins.
     let tls = tls_store(cfg, file)?;
