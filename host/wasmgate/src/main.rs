@@ -134,6 +134,7 @@ static ACCESS_JSON: AtomicBool = AtomicBool::new(true);
 /// own through a buffer, in batches, so a request pays for formatting its line, not for a
 /// system call; the returned guard flushes what is left when dropped.
 fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing::subscriber::Interest;
     use tracing_subscriber::filter::{DynFilterFn, EnvFilter};
     use tracing_subscriber::{Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
     let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -143,10 +144,17 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
         // Colours only for a person at a terminal, not in log files and collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(env)
-        .with_filter(DynFilterFn::new(|m, _| m.target() != "access"));
-    // Dynamic filters: evaluated per event, so a reload can switch the format.
+        .with_filter(DynFilterFn::new(|m, _| m.target() != "access").with_callsite_filter(|m| {
+            if m.target() == "access" { Interest::never() } else { Interest::always() }
+        }));
+    // Dynamic filters: evaluated per event, so a reload can switch the format. The callsite
+    // filter rules out every other callsite once, when it is first hit: without it each
+    // `debug!` in hyper, h2 or wasmtime would ask these filters on every call.
     let access = |json: bool| {
         DynFilterFn::new(move |m, _| m.target() == "access" && ACCESS_JSON.load(Ordering::Relaxed) == json)
+            .with_callsite_filter(|m| {
+                if m.target() == "access" { Interest::sometimes() } else { Interest::never() }
+            })
     };
     // Not lossy: under overload requests wait for the log rather than lose their lines.
     let (lines, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
