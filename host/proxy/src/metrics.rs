@@ -190,13 +190,11 @@ impl Metrics {
     }
 
     pub fn binding(&self, plugin: &str) -> BindingMetrics {
-        let by_phase =
-            |v: &IntCounterVec| Phase::NAMES.map(|p| v.with_label_values(&[plugin, p]));
+        let by_phase = |v: &IntCounterVec| Phase::NAMES.map(|p| v.with_label_values(&[plugin, p]));
         BindingMetrics(Some(BindingHandles {
             calls: by_phase(&self.plugin_calls),
             errors: by_phase(&self.plugin_errors),
-            duration: Phase::NAMES
-                .map(|p| self.plugin_duration.with_label_values(&[plugin, p])),
+            duration: Phase::NAMES.map(|p| self.plugin_duration.with_label_values(&[plugin, p])),
             rejections: self.rejections.clone(),
             plugin: plugin.to_string(),
         }))

@@ -605,8 +605,7 @@ async fn call_backend(
     };
     backend::strip_hop_by_hop(&mut headers);
     headers.remove(header::HOST); // the client sets the backend's own Host from the URI
-    let client_ip = ex.client_ip.to_string();
-    backend::add_forwarded(&mut headers, &client_ip, ex.scheme, &ex.host);
+    backend::add_forwarded(&mut headers, ex.client_ip, ex.scheme, &ex.host);
     if let Ok(v) = HeaderValue::from_str(&ex.request_id) {
         headers.insert(X_REQUEST_ID.clone(), v);
     }
