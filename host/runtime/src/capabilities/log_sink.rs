@@ -390,10 +390,12 @@ impl Drop for Producer {
     }
 }
 
-/// How often the dispatcher looks for new messages while they keep coming (librdkafka batches
-/// for 5 ms anyway), and how many empty looks before it sleeps until woken.
-const NAP: Duration = Duration::from_millis(2);
-const NAPS_BEFORE_SLEEP: u32 = 50;
+/// How often the dispatcher looks for new messages while they keep coming, and how many empty
+/// looks (100 ms) before it sleeps until woken. As long as librdkafka's own batching delay
+/// (`linger.ms`): each hand-off wakes librdkafka's threads, then its delivery reports wake
+/// ours, and on a gateway's busy cores each of those switches costs requests time.
+const NAP: Duration = Duration::from_millis(5);
+const NAPS_BEFORE_SLEEP: u32 = 20;
 
 /// Move messages from the buffer into librdkafka, as many as the cap allows per turn; report
 /// drops at most once a second.
