@@ -271,3 +271,37 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     let status = attributes.iter().find(|a| a["key"] == "http.response.status_code").unwrap();
     assert_eq!(status["value"]["intValue"], "200");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_stats_count_each_calls_boundary_crossings() {
+    let cors = "[{plugin: cors, config: {allow_origin: ['https://app.example']}}]";
+    let yaml = |stats: &str| {
+        format!(
+            "{}groups:\n- id: g\n  apis:\n  - {{id: c, path: /c, backend: {{mock: {{}}}}, policies: {cors}}}\n",
+            config_header_with(&format!("metrics_listen: '127.0.0.1:0'{stats}"))
+        )
+    };
+    let c = HttpClient::default();
+    let origin = [("origin", "https://app.example")];
+    let gw = Gateway::start_whole(&yaml(", plugin_stats: true"));
+    for _ in 0..4 {
+        let r = c.get(&gw.url("/c"), &origin).await;
+        assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+    }
+    let samples = scrape(&gw).await;
+    let series = |name: &str, labels: &str| {
+        get(&samples, &format!("{name}{{{labels}phase=\"request\",plugin=\"cors\"}}"))
+    };
+    assert_eq!(series("wasmgate_plugin_counted_calls_total", ""), 4.0);
+    // Per call, into the guest: the export, `realloc` for the argument area (the request
+    // record does not fit in registers), for the header list and for the one selected
+    // header's name and value, and post-return: 6. CORS imports nothing: 0 into the host.
+    assert_eq!(series("wasmgate_plugin_crossings_total", "direction=\"guest\",") / 4.0, 6.0);
+    assert_eq!(series("wasmgate_plugin_crossings_total", "direction=\"host\","), 0.0);
+
+    // Off by default: no hook, no series.
+    let gw = Gateway::start_whole(&yaml(""));
+    c.get(&gw.url("/c"), &origin).await;
+    let samples = scrape(&gw).await;
+    assert!(samples.keys().all(|s| !s.starts_with("wasmgate_plugin_crossings_total")), "{samples:?}");
+}
