@@ -4,7 +4,6 @@
 use crate::body::GatewayBody;
 use crate::policy::Reply;
 use crate::upstream::{Channel, UpstreamClient};
-use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use std::io::Write as _;
@@ -237,15 +236,27 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &str, h
     static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
     static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-    // Written into one buffer: this runs for every backend request, and an address formatted
-    // into a `String` first would cost two allocations more.
-    let mut xff = Vec::with_capacity(64);
-    if let Some(prev) = headers.get(&XFF).filter(|v| !v.is_empty()) {
-        xff.extend_from_slice(prev.as_bytes());
-        xff.extend_from_slice(b", ");
-    }
-    write!(xff, "{client_ip}").expect("writing to a Vec does not fail");
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(xff)) {
+    // Written on the stack and copied once into the header: this runs for every backend
+    // request, and formatting the address into `String`s would cost two allocations more.
+    let mut buf = [0u8; 256];
+    let mut w = &mut buf[..];
+    let prev = headers.get(&XFF).filter(|v| !v.is_empty());
+    let written = match prev {
+        Some(prev) => w.write_all(prev.as_bytes()).and_then(|()| write!(w, ", {client_ip}")),
+        None => write!(w, "{client_ip}"),
+    };
+    let xff = match written {
+        Ok(()) => {
+            let left = w.len();
+            HeaderValue::from_bytes(&buf[..buf.len() - left])
+        }
+        // A chain longer than the buffer: rare enough to format.
+        Err(_) => HeaderValue::from_str(&format!(
+            "{}, {client_ip}",
+            prev.and_then(|p| p.to_str().ok()).unwrap_or("")
+        )),
+    };
+    if let Ok(v) = xff {
         headers.insert(XFF.clone(), v);
     }
     headers.insert(XFP.clone(), HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
@@ -294,5 +305,11 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example");
+        // A chain longer than the stack buffer still gets the client appended.
+        let long = vec!["10.0.0.1"; 40].join(", ");
+        h.insert("x-forwarded-for", HeaderValue::from_str(&long).unwrap());
+        add_forwarded(&mut h, "::1".parse().unwrap(), "https", "api.example");
+        assert_eq!(h["x-forwarded-for"], format!("{long}, ::1").as_str());
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 }
