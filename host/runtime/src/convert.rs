@@ -4,13 +4,14 @@
 
 use crate::bindings::wasmgate::plugin::types as wit;
 use bytes::Bytes;
+use smallvec::SmallVec;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::time::UNIX_EPOCH;
 use wasmgate_proxy::policy::*;
 
 /// Header lines a binding selected, borrowed from the proxy's map. A value that is not
 /// UTF-8 (obsolete `obs-text`) is passed as empty rather than copied into a lossy string.
-fn headers<'a>(map: &'a HeaderMap, sel: &'a HeaderSelection, out: &mut Vec<(&'a str, &'a str)>) {
+fn headers<'a>(map: &'a HeaderMap, sel: &'a HeaderSelection, out: &mut HeaderLines<'a>) {
     let pair = |n: &'a HeaderName, v: &'a HeaderValue| (n.as_str(), v.to_str().unwrap_or(""));
     match sel {
         HeaderSelection::None => {}
@@ -35,6 +36,10 @@ fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
     v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
+/// Header lines lowered into a call. Inline up to 8 (a binding selects a few headers, and
+/// a request has a dozen or so), so a call allocates no list for them on the host.
+pub type HeaderLines<'a> = SmallVec<[(&'a str, &'a str); 8]>;
+
 /// What one binding selected of the request: fields, headers and body.
 pub struct RequestSelection {
     pub fields: wit::RequestFields,
@@ -46,7 +51,7 @@ pub struct RequestSelection {
 /// borrowed from the proxy's view directly.
 #[derive(Default)]
 pub struct RequestParts<'a> {
-    headers: Vec<(&'a str, &'a str)>,
+    headers: HeaderLines<'a>,
     path_params: Vec<(&'a str, &'a str)>,
     context: Vec<(&'a str, &'a str)>,
     client_ip: String,
@@ -85,7 +90,7 @@ impl<'a> RequestParts<'a> {
         wit::Request {
             method,
             scheme: if v.scheme == "https" { wit::Scheme::Https } else { wit::Scheme::Http },
-            headers: &self.headers,
+            headers: &self.headers[..],
             request_id: has(F::REQUEST_ID).then_some(v.request_id),
             route: has(F::ROUTE).then(|| wit::RouteInfo {
                 api_id: &v.route.api_id,
@@ -108,8 +113,8 @@ impl<'a> RequestParts<'a> {
 }
 
 /// The response's selected header lines, borrowed.
-pub fn response_headers<'a>(v: &ResponseView<'a>, sel: &'a HeaderSelection) -> Vec<(&'a str, &'a str)> {
-    let mut out = Vec::new();
+pub fn response_headers<'a>(v: &ResponseView<'a>, sel: &'a HeaderSelection) -> HeaderLines<'a> {
+    let mut out = HeaderLines::new();
     headers(v.headers, sel, &mut out);
     out
 }
