@@ -8,9 +8,8 @@
 //! Off (the default), no hook is set and wasmtime skips it with one branch.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use wasmgate_proxy::metrics::Phase;
 use wasmtime::CallHook;
 
@@ -40,13 +39,6 @@ pub struct PhaseTotals {
     /// Successful calls counted.
     pub calls: u64,
     pub crossings: Crossings,
-}
-
-impl PhaseTotals {
-    /// Crossings per call, both directions.
-    pub fn per_call(&self) -> f64 {
-        (self.crossings.into_guest + self.crossings.into_host) as f64 / self.calls.max(1) as f64
-    }
 }
 
 #[derive(Default)]
@@ -82,7 +74,7 @@ impl PluginStats {
 /// Every plugin's counters, by plugin name; empty while counting is off.
 #[derive(Default)]
 pub(crate) struct CallStats {
-    on: std::sync::atomic::AtomicBool,
+    on: AtomicBool,
     plugins: Mutex<HashMap<Arc<str>, Arc<PluginStats>>>,
 }
 
