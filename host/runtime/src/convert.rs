@@ -4,8 +4,8 @@
 
 use crate::bindings::wasmgate::plugin::types as wit;
 use bytes::Bytes;
-use smallvec::SmallVec;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use smallvec::SmallVec;
 use std::time::UNIX_EPOCH;
 use wasmgate_proxy::policy::*;
 
