@@ -7,9 +7,10 @@
 //! (pooling allocator, epoch deadlines). `cargo bench -p wasmgate-bench --bench lab`, after
 //! scripts/build-plugins.
 
+mod common;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
@@ -101,14 +102,6 @@ fn engine() -> Engine {
     Engine::new(&config).expect("engine")
 }
 
-/// Evict the caches as the rest of a request would: touch 2 MiB (beyond this machine's L2).
-fn thrash(buf: &mut [u8]) {
-    for i in (0..buf.len()).step_by(64) {
-        buf[i] = buf[i].wrapping_add(1);
-    }
-    black_box(&buf);
-}
-
 fn allowed(action: Action) {
     assert!(matches!(action, Action::Continue(ref ops) if ops.len() == 2), "the policy allows the sample");
 }
@@ -135,7 +128,7 @@ fn bench(c: &mut Criterion) {
     let policy: &Policy = instance.wasmgate_lab_policy();
     let origin_only = [HEADERS[3]];
     let mut buf = Vec::with_capacity(256);
-    let mut cold = vec![0u8; 2 << 20];
+    let mut cold = common::ColdCaches::new();
 
     // Each shape as one closure over the store, so warm and cold run the same code.
     type Call<'a> = Box<dyn FnMut(&mut Store<State>) -> Action + 'a>;
@@ -176,25 +169,14 @@ fn bench(c: &mut Criterion) {
     for (name, mut call) in shapes {
         allowed(call(&mut store));
         g.bench_function(format!("{name}, warm"), |b| b.iter(|| black_box(call(&mut store))));
-        g.bench_function(format!("{name}, cold"), |b| {
-            b.iter_custom(|iters| {
-                let mut took = Duration::ZERO;
-                for _ in 0..iters {
-                    thrash(&mut cold);
-                    let t = Instant::now();
-                    black_box(call(&mut store));
-                    took += t.elapsed();
-                }
-                took
-            })
-        });
+        g.bench_function(format!("{name}, cold"), |b| cold.time(b, || call(&mut store)));
     }
     g.finish();
 }
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    config = common::config();
     targets = bench
 }
 criterion_main!(benches);

@@ -2,6 +2,8 @@
 //! instance would cost instead, config validation per binding, and router lookup among
 //! 10,000 routes. `cargo bench -p wasmgate-bench` (after scripts/build-plugins).
 
+mod common;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::hint::black_box;
@@ -54,23 +56,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("cors on_request, actual request", |b| {
         b.iter(|| black_box(ready(cors.on_request(black_box(&request)))))
     });
-    // The same call after 2 MiB of other data was touched (beyond this machine's L2), as the
-    // rest of a request does to the caches in the gateway.
-    let mut other = vec![0u8; 2 << 20];
+    // The same call with the caches as the rest of a request leaves them.
+    let mut cold = common::ColdCaches::new();
     g.bench_function("cors on_request, actual request, cold", |b| {
-        b.iter_custom(|iters| {
-            let mut took = Duration::ZERO;
-            for _ in 0..iters {
-                for i in (0..other.len()).step_by(64) {
-                    other[i] = other[i].wrapping_add(1);
-                }
-                black_box(&other);
-                let t = std::time::Instant::now();
-                black_box(ready(cors.on_request(black_box(&request))));
-                took += t.elapsed();
-            }
-            took
-        })
+        cold.time(b, || ready(cors.on_request(black_box(&request))))
     });
     let preflight_headers = {
         let mut h = req_headers.clone();
@@ -201,7 +190,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    config = common::config();
     targets = bench
 }
 criterion_main!(benches);
