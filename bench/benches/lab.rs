@@ -76,19 +76,17 @@ impl lab::wasmgate::lab::types::HostRequestHandle for State {
 
 /// (B)'s encoding: `u16` little-endian lengths, then bytes.
 fn pack(out: &mut Vec<u8>, method: &str, path: &str, headers: &[(&str, &str)]) {
-    out.clear();
-    let mut put = |s: &[u8]| {
+    fn put(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&(s.len() as u16).to_le_bytes());
-        out.extend_from_slice(s);
-    };
-    put(method.as_bytes());
-    put(path.as_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.clear();
+    put(out, method);
+    put(out, path);
     out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
     for (n, v) in headers {
-        out.extend_from_slice(&(n.len() as u16).to_le_bytes());
-        out.extend_from_slice(n.as_bytes());
-        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
-        out.extend_from_slice(v.as_bytes());
+        put(out, n);
+        put(out, v);
     }
 }
 

@@ -251,10 +251,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, scheme: &str, h
             HeaderValue::from_bytes(&buf[..buf.len() - left])
         }
         // A chain longer than the buffer: rare enough to format.
-        Err(_) => HeaderValue::from_str(&format!(
-            "{}, {client_ip}",
-            prev.and_then(|p| p.to_str().ok()).unwrap_or("")
-        )),
+        Err(_) => {
+            let prev = String::from_utf8_lossy(prev.map_or(&[][..], |p| p.as_bytes()));
+            HeaderValue::from_str(&format!("{prev}, {client_ip}"))
+        }
     };
     if let Ok(v) = xff {
         headers.insert(XFF.clone(), v);

@@ -166,7 +166,7 @@ fn client_config(k: &KafkaSink) -> Result<ClientConfig, String> {
         .set("retry.backoff.ms", k.retry_interval_ms.to_string())
         // Undelivered after this (brokers away): back into our buffer, not lost.
         .set("message.timeout.ms", (10_000 + k.retries as u32 * k.retry_interval_ms).to_string())
-        .set("linger.ms", "5")
+        .set("linger.ms", LINGER.as_millis().to_string())
         // Find a returning broker within a second, not librdkafka's default ten.
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "1000");
@@ -390,11 +390,13 @@ impl Drop for Producer {
     }
 }
 
+/// How long librdkafka holds messages to batch them (`linger.ms`).
+const LINGER: Duration = Duration::from_millis(5);
 /// How often the dispatcher looks for new messages while they keep coming, and how many empty
-/// looks (100 ms) before it sleeps until woken. As long as librdkafka's own batching delay
-/// (`linger.ms`): each hand-off wakes librdkafka's threads, then its delivery reports wake
-/// ours, and on a gateway's busy cores each of those switches costs requests time.
-const NAP: Duration = Duration::from_millis(5);
+/// looks (100 ms) before it sleeps until woken. As long as librdkafka lingers: each hand-off
+/// wakes librdkafka's threads, then its delivery reports wake ours, and on a gateway's busy
+/// cores each of those switches costs requests time.
+const NAP: Duration = LINGER;
 const NAPS_BEFORE_SLEEP: u32 = 20;
 
 /// Move messages from the buffer into librdkafka, as many as the cap allows per turn; report
