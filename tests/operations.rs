@@ -293,10 +293,10 @@ async fn plugin_stats_count_each_calls_boundary_crossings() {
         get(&samples, &format!("{name}{{{labels}phase=\"request\",plugin=\"cors\"}}"))
     };
     assert_eq!(series("wasmgate_plugin_counted_calls_total", ""), 4.0);
-    // Per call, into the guest: the export, `realloc` for the argument area (the request
-    // record does not fit in registers), for the header list and for the one selected
-    // header's name and value, and post-return: 6. CORS imports nothing: 0 into the host.
-    assert_eq!(series("wasmgate_plugin_crossings_total", "direction=\"guest\",") / 4.0, 6.0);
+    // Per call, into the guest: the export, `realloc` for the packed input and post-return:
+    // 3, however many fields and headers the binding reads (contract 0.2; 0.1 made it 6
+    // with one header). CORS imports nothing: 0 into the host.
+    assert_eq!(series("wasmgate_plugin_crossings_total", "direction=\"guest\",") / 4.0, 3.0);
     assert_eq!(series("wasmgate_plugin_crossings_total", "direction=\"host\","), 0.0);
 
     // Off by default: no hook, no series.

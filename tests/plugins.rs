@@ -104,7 +104,7 @@ fn inspect_says_what_each_component_is() {
             format!("name:         {name}\n"),
             "version:      0.1.0\n".into(),
             format!("language:     {language}\n"),
-            "contract:     wasmgate:plugin@0.1.0 (this gateway runs it)\n".into(),
+            "contract:     wasmgate:plugin@0.2.0 (this gateway runs it)\n".into(),
             "capabilities: log, counters\n".into(),
             "\"pattern\": \"^https?://\"".into(),
         ] {
@@ -129,7 +129,7 @@ async fn a_new_plugin_is_created_tested_and_served() {
     };
     run(wasmgate().args(["plugin", "new", "tenant-check", "--dir"]).arg(&dir));
     let built = run(wasmgate().args(["plugin", "build"]).arg(&dir));
-    assert!(built.contains("tenant-check 0.1.0 (rust), built against wasmgate:plugin@0.1.0"), "{built}");
+    assert!(built.contains("tenant-check 0.1.0 (rust), built against wasmgate:plugin@0.2.0"), "{built}");
     // The path the build printed, as an operator would copy it.
     let component = built.lines().find_map(|l| l.strip_prefix("  tenant-check: {path: ")).unwrap();
     let component = component.trim_end_matches('}').to_string();
@@ -159,9 +159,9 @@ async fn a_new_plugin_is_created_tested_and_served() {
 /// The Rust example with its contract version rewritten (the names are the only place it
 /// is written), as if built against another version of `wit/`.
 fn built_for(version: &str) -> PathBuf {
-    assert_eq!(version.len(), "0.1.0".len(), "same length, so the binary stays valid");
+    assert_eq!(version.len(), "0.2.0".len(), "same length, so the binary stays valid");
     let bytes = std::fs::read(ab_router("rust")).unwrap();
-    let (from, to) = (b"@0.1.0".as_slice(), format!("@{version}").into_bytes());
+    let (from, to) = (b"@0.2.0".as_slice(), format!("@{version}").into_bytes());
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes.as_slice();
     while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
@@ -177,17 +177,20 @@ fn built_for(version: &str) -> PathBuf {
 }
 
 #[tokio::test]
-async fn plugins_built_for_0_1_x_run_and_others_are_refused_by_name() {
+async fn plugins_built_for_0_2_x_run_and_others_are_refused_by_name() {
     let beta = Upstream::start().await;
-    let (ok, text) = validate(&ab_config(&built_for("0.1.7"), &beta));
+    let (ok, text) = validate(&ab_config(&built_for("0.2.7"), &beta));
     assert!(ok, "a later patch level of the contract runs: {text}");
-    let newer = built_for("0.2.0");
-    let (ok, text) = validate(&ab_config(&newer, &beta));
-    assert!(
-        !ok && text
-            .contains("built against wasmgate:plugin@0.2.0; this gateway runs plugins built against 0.1.x"),
-        "{text}"
-    );
-    let out = wasmgate().args(["plugin", "inspect"]).arg(&newer).output().unwrap();
+    for other in ["0.1.0", "0.3.0"] {
+        let (ok, text) = validate(&ab_config(&built_for(other), &beta));
+        assert!(
+            !ok && text.contains(&format!(
+                "built against wasmgate:plugin@{other}; this gateway runs plugins built against 0.2.x: rebuild it"
+            )),
+            "{text}"
+        );
+    }
+    let older = built_for("0.1.0");
+    let out = wasmgate().args(["plugin", "inspect"]).arg(&older).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("(this gateway does not run it: built against"));
 }

@@ -3,28 +3,198 @@
 //! values, statuses), so the proxy only ever applies well-formed actions.
 
 use crate::bindings::wasmgate::plugin::types as wit;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use smallvec::SmallVec;
 use std::time::UNIX_EPOCH;
 use wasmgate_proxy::policy::*;
 
-/// Header lines a binding selected, borrowed from the proxy's map. A value that is not
-/// UTF-8 (obsolete `obs-text`) is passed as empty rather than copied into a lossy string.
-fn headers<'a>(map: &'a HeaderMap, sel: &'a HeaderSelection, out: &mut HeaderLines<'a>) {
-    let pair = |n: &'a HeaderName, v: &'a HeaderValue| (n.as_str(), v.to_str().unwrap_or(""));
-    match sel {
-        HeaderSelection::None => {}
-        HeaderSelection::All => out.extend(map.iter().map(|(n, v)| pair(n, v))),
-        HeaderSelection::Only(names) => {
-            for n in names {
-                out.extend(map.get_all(n).iter().map(|v| pair(n, v)));
-            }
+/// What one binding selected of the request: fields, headers and body.
+pub struct RequestSelection {
+    fields: wit::RequestFields,
+    /// `fields` as the packed request's present bits.
+    field_bits: u16,
+    headers: HeaderSelection,
+    body: BodyNeed,
+}
+
+/// The packed request's fields, one bit each in this order; the body's bit follows.
+const FIELD_ORDER: [wit::RequestFields; 9] = [
+    wit::RequestFields::REQUEST_ID,
+    wit::RequestFields::ROUTE,
+    wit::RequestFields::HOST,
+    wit::RequestFields::PATH,
+    wit::RequestFields::QUERY,
+    wit::RequestFields::PATH_PARAMS,
+    wit::RequestFields::CLIENT_IP,
+    wit::RequestFields::IDENTITY,
+    wit::RequestFields::CONTEXT,
+];
+const BODY_BIT: u16 = 1 << FIELD_ORDER.len();
+
+/// Writes a phase's input in the packed layout `wit/plugin.wit` documents for `policy`,
+/// into a buffer the instance keeps, so packing allocates nothing once the buffer has grown.
+pub struct Packer<'b>(pub &'b mut Vec<u8>);
+
+impl Packer<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        // Nothing the proxy holds reaches 4 GiB: bodies and heads are capped far below.
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+
+    /// A count written before the items, patched once they are written.
+    fn counted(&mut self, write: impl FnOnce(&mut Self) -> u32) {
+        let at = self.0.len();
+        self.u32(0);
+        let n = write(self);
+        self.0[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    }
+
+    fn pairs(&mut self, pairs: &[(String, String)]) {
+        self.u32(pairs.len() as u32);
+        for (a, b) in pairs {
+            self.str(a);
+            self.str(b);
         }
+    }
+
+    /// The header lines a binding selected, in wire order. A value that is not UTF-8
+    /// (obsolete `obs-text`) is passed as empty rather than as a lossy copy.
+    fn headers(&mut self, map: &HeaderMap, sel: &HeaderSelection) {
+        let line = |p: &mut Self, n: &HeaderName, v: &HeaderValue| {
+            p.str(n.as_str());
+            p.str(v.to_str().unwrap_or(""));
+        };
+        self.counted(|p| match sel {
+            HeaderSelection::None => 0,
+            HeaderSelection::All => {
+                map.iter().for_each(|(n, v)| line(p, n, v));
+                map.len() as u32
+            }
+            HeaderSelection::Only(names) => {
+                let mut count = 0;
+                for n in names {
+                    for v in map.get_all(n) {
+                        line(p, n, v);
+                        count += 1;
+                    }
+                }
+                count
+            }
+        });
+    }
+
+    pub fn request(&mut self, v: &RequestView<'_>, sel: &RequestSelection) {
+        use wit::RequestFields as F;
+        let method = match *v.method {
+            http::Method::GET => 0,
+            http::Method::HEAD => 1,
+            http::Method::POST => 2,
+            http::Method::PUT => 3,
+            http::Method::DELETE => 4,
+            http::Method::OPTIONS => 5,
+            http::Method::PATCH => 6,
+            _ => 7,
+        };
+        self.u8(method);
+        if method == 7 {
+            self.str(v.method.as_str());
+        }
+        self.u8((v.scheme == "https") as u8);
+        let body = selected_body(v.body, sel.body);
+        self.u16(sel.field_bits | if body.is_some() { BODY_BIT } else { 0 });
+        let has = |f: F| sel.fields.contains(f);
+        if has(F::REQUEST_ID) {
+            self.str(v.request_id);
+        }
+        if has(F::ROUTE) {
+            self.str(&v.route.api_id);
+            self.str(&v.route.group_id);
+            self.str(&v.route.environment);
+        }
+        if has(F::HOST) {
+            self.str(v.host);
+        }
+        if has(F::PATH) {
+            self.str(v.path);
+        }
+        if has(F::QUERY) {
+            self.str(v.query);
+        }
+        if has(F::PATH_PARAMS) {
+            self.pairs(v.path_params);
+        }
+        if has(F::CLIENT_IP) {
+            use std::io::Write;
+            // Formatted in place: no `String` for the address.
+            self.counted(|p| {
+                let start = p.0.len();
+                let _ = write!(p.0, "{}", v.client_ip);
+                (p.0.len() - start) as u32
+            });
+        }
+        if has(F::IDENTITY) {
+            let (app, user) = (v.identity.app_id.as_deref(), v.identity.user.as_deref());
+            self.u8(app.is_some() as u8 | (user.is_some() as u8) << 1);
+            app.into_iter().chain(user).for_each(|s| self.str(s));
+        }
+        if has(F::CONTEXT) {
+            self.pairs(v.context);
+        }
+        self.headers(v.headers, &sel.headers);
+        if let Some(b) = body {
+            self.bytes(b);
+        }
+    }
+
+    pub fn response(&mut self, v: &ResponseView<'_>, headers: &HeaderSelection, need: BodyNeed) {
+        self.u16(v.status.as_u16());
+        self.u8(match v.outcome {
+            BackendOutcome::Responded => 0,
+            BackendOutcome::TimedOut => 1,
+            BackendOutcome::Failed => 2,
+            BackendOutcome::NotCalled => 3,
+        });
+        self.u32(millis(v.backend_latency));
+        let body = selected_body(v.body, need);
+        self.u8(body.is_some() as u8);
+        self.headers(v.headers, headers);
+        if let Some(b) = body {
+            self.bytes(b);
+        }
+    }
+
+    pub fn log_entry(&mut self, v: &LogView<'_>) {
+        self.u64(v.start_time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64));
+        self.u32(millis(v.total_latency));
+        self.u64(v.request_size);
+        self.u64(v.response_size);
+        self.u8(v.request_body_truncated as u8 | (v.response_body_truncated as u8) << 1);
     }
 }
 
-fn body(bytes: Option<&[u8]>, need: BodyNeed) -> Option<&[u8]> {
+/// The part of a body a binding asked for.
+fn selected_body(bytes: Option<&[u8]>, need: BodyNeed) -> Option<&[u8]> {
     let n = match need {
         BodyNeed::None => return None,
         BodyNeed::Prefix(n) | BodyNeed::Full(n) => n as usize,
@@ -32,127 +202,8 @@ fn body(bytes: Option<&[u8]>, need: BodyNeed) -> Option<&[u8]> {
     bytes.map(|b| &b[..b.len().min(n)])
 }
 
-fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
-    v.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
-}
-
-/// Header lines lowered into a call. Inline up to 8 (a binding selects a few headers, and
-/// a request has a dozen or so), so a call allocates no list for them on the host.
-pub type HeaderLines<'a> = SmallVec<[(&'a str, &'a str); 8]>;
-
-/// What one binding selected of the request: fields, headers and body.
-pub struct RequestSelection {
-    pub fields: wit::RequestFields,
-    pub headers: HeaderSelection,
-    pub body: BodyNeed,
-}
-
-/// The lists and the one formatted string a `wit::Request` borrows; everything else is
-/// borrowed from the proxy's view directly.
-#[derive(Default)]
-pub struct RequestParts<'a> {
-    headers: HeaderLines<'a>,
-    path_params: Vec<(&'a str, &'a str)>,
-    context: Vec<(&'a str, &'a str)>,
-    client_ip: String,
-}
-
-impl<'a> RequestParts<'a> {
-    pub fn new(v: &RequestView<'a>, sel: &'a RequestSelection) -> Self {
-        use wit::RequestFields as F;
-        let mut parts = RequestParts::default();
-        headers(v.headers, &sel.headers, &mut parts.headers);
-        if sel.fields.contains(F::PATH_PARAMS) {
-            parts.path_params = pairs(v.path_params);
-        }
-        if sel.fields.contains(F::CONTEXT) {
-            parts.context = pairs(v.context);
-        }
-        if sel.fields.contains(F::CLIENT_IP) {
-            parts.client_ip = v.client_ip.to_string();
-        }
-        parts
-    }
-
-    pub fn request<'b>(&'b self, v: &'b RequestView<'a>, sel: &RequestSelection) -> wit::Request<'b> {
-        use wit::RequestFields as F;
-        let has = |f: F| sel.fields.contains(f);
-        let method = match *v.method {
-            http::Method::GET => wit::Method::Get,
-            http::Method::HEAD => wit::Method::Head,
-            http::Method::POST => wit::Method::Post,
-            http::Method::PUT => wit::Method::Put,
-            http::Method::DELETE => wit::Method::Delete,
-            http::Method::OPTIONS => wit::Method::Options,
-            http::Method::PATCH => wit::Method::Patch,
-            ref other => wit::Method::Other(other.as_str()),
-        };
-        wit::Request {
-            method,
-            scheme: if v.scheme == "https" { wit::Scheme::Https } else { wit::Scheme::Http },
-            headers: &self.headers[..],
-            request_id: has(F::REQUEST_ID).then_some(v.request_id),
-            route: has(F::ROUTE).then(|| wit::RouteInfo {
-                api_id: &v.route.api_id,
-                group_id: &v.route.group_id,
-                environment: &v.route.environment,
-            }),
-            host: has(F::HOST).then_some(v.host),
-            path: has(F::PATH).then_some(v.path),
-            query: has(F::QUERY).then_some(v.query),
-            path_params: has(F::PATH_PARAMS).then_some(&self.path_params[..]),
-            client_ip: has(F::CLIENT_IP).then_some(&self.client_ip[..]),
-            identity: has(F::IDENTITY).then_some(wit::IdentityParam {
-                app_id: v.identity.app_id.as_deref(),
-                user: v.identity.user.as_deref(),
-            }),
-            context: has(F::CONTEXT).then_some(&self.context[..]),
-            body: body(v.body, sel.body),
-        }
-    }
-}
-
-/// The response's selected header lines, borrowed.
-pub fn response_headers<'a>(v: &ResponseView<'a>, sel: &'a HeaderSelection) -> HeaderLines<'a> {
-    let mut out = HeaderLines::new();
-    headers(v.headers, sel, &mut out);
-    out
-}
-
-pub fn response<'a>(
-    v: &ResponseView<'a>,
-    headers: &'a [(&'a str, &'a str)],
-    need: BodyNeed,
-) -> wit::Response<'a> {
-    wit::Response {
-        status: v.status.as_u16(),
-        headers,
-        outcome: match v.outcome {
-            BackendOutcome::Responded => wit::BackendOutcome::Responded,
-            BackendOutcome::TimedOut => wit::BackendOutcome::TimedOut,
-            BackendOutcome::Failed => wit::BackendOutcome::Failed,
-            BackendOutcome::NotCalled => wit::BackendOutcome::NotCalled,
-        },
-        backend_latency_ms: v.backend_latency.as_millis().min(u32::MAX as u128) as u32,
-        body: body(v.body, need),
-    }
-}
-
-pub fn log_entry<'a>(
-    v: &LogView<'_>,
-    request: wit::Request<'a>,
-    response: wit::Response<'a>,
-) -> wit::LogEntry<'a> {
-    wit::LogEntry {
-        request,
-        response,
-        start_time_ms: v.start_time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-        total_latency_ms: v.total_latency.as_millis().min(u32::MAX as u128) as u32,
-        request_size: v.request_size,
-        response_size: v.response_size,
-        request_body_truncated: v.request_body_truncated,
-        response_body_truncated: v.response_body_truncated,
-    }
+fn millis(d: std::time::Duration) -> u32 {
+    d.as_millis().min(u32::MAX as u128) as u32
 }
 
 fn invalid(what: impl std::fmt::Display) -> PolicyError {
@@ -203,6 +254,50 @@ fn header_ops(ops: Vec<wit::HeaderOp>) -> Result<Vec<HeaderOp>, PolicyError> {
         .collect()
 }
 
+/// Header changes from a phase's answer, packed as `header-ops` (wit/plugin.wit). Values
+/// are slices of the lifted buffer, so a change costs no allocation of its own.
+fn packed_ops(buf: Vec<u8>) -> Result<Vec<HeaderOp>, PolicyError> {
+    if buf.is_empty() {
+        return Ok(Vec::new());
+    }
+    let len = buf.len();
+    let mut rest = Bytes::from(buf);
+    let malformed =
+        |rest: &Bytes| invalid(format_args!("header changes are malformed at byte {}", len - rest.len()));
+    let take = |rest: &mut Bytes| -> Result<Bytes, PolicyError> {
+        if rest.remaining() < 4 {
+            return Err(malformed(rest));
+        }
+        let n = rest.get_u32_le() as usize;
+        if rest.remaining() < n {
+            return Err(malformed(rest));
+        }
+        Ok(rest.split_to(n))
+    };
+    let mut ops = Vec::new();
+    while rest.has_remaining() {
+        let op = rest.get_u8();
+        let name = take(&mut rest)?;
+        let name = std::str::from_utf8(&name)
+            .map_err(|_| invalid("a header name is not UTF-8"))
+            .and_then(header_name)?;
+        if op == 4 {
+            ops.push(HeaderOp::Remove(name));
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(take(&mut rest)?)
+            .map_err(|_| invalid(format_args!("header `{name}` has an invalid value")))?;
+        ops.push(match op {
+            0 => HeaderOp::Set(name, value),
+            1 => HeaderOp::Append(name, value),
+            2 => HeaderOp::AppendValue(name, value),
+            3 => HeaderOp::SetIfAbsent(name, value),
+            _ => return Err(invalid(format_args!("{op} is not a header operation"))),
+        });
+    }
+    Ok(ops)
+}
+
 fn status(s: u16) -> Result<StatusCode, PolicyError> {
     StatusCode::from_u16(s).map_err(|_| invalid(format_args!("{s} is not an HTTP status")))
 }
@@ -224,8 +319,8 @@ pub fn request_action(a: wit::RequestAction) -> Result<RequestAction, PolicyErro
                 return Err(invalid(format_args!("path `{p}` does not start with /")));
             }
             RequestAction::Continue(RequestChanges {
-                headers: header_ops(c.headers)?,
-                response_headers: header_ops(c.response_headers)?,
+                headers: packed_ops(c.headers)?,
+                response_headers: packed_ops(c.response_headers)?,
                 path: c.path,
                 query: c.query,
                 identity: c.identity.map(|i| Identity { app_id: i.app_id, user: i.user }),
@@ -244,7 +339,7 @@ pub fn response_action(a: wit::ResponseAction) -> Result<ResponseAction, PolicyE
     Ok(match a {
         wit::ResponseAction::Continue(c) => ResponseAction::Continue(ResponseChanges {
             status: c.status.map(status).transpose()?,
-            headers: header_ops(c.headers)?,
+            headers: packed_ops(c.headers)?,
         }),
         wit::ResponseAction::Replace(r) => ResponseAction::Replace(reply(r)?),
     })
@@ -279,8 +374,14 @@ pub struct Declared {
 pub type Accepted = (BindingInfo, RequestSelection, Declared);
 
 pub fn binding_info(i: wit::BindingInfo) -> Result<Accepted, PolicyError> {
+    let field_bits = FIELD_ORDER
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| i.request_fields.contains(**f))
+        .fold(0, |bits, (n, _)| bits | 1 << n);
     let request = RequestSelection {
         fields: i.request_fields,
+        field_bits,
         headers: selection(i.request_headers.clone())?,
         body: body_need(i.request_body),
     };
@@ -297,4 +398,58 @@ pub fn binding_info(i: wit::BindingInfo) -> Result<Accepted, PolicyError> {
         fixed_response_headers: header_ops(i.fixed_response_headers)?,
     };
     Ok((info, request, Declared { log_sinks: i.log_sinks, http_grants: i.http_grants }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(out: &mut Vec<u8>, code: u8, strings: &[&str]) {
+        out.push(code);
+        for s in strings {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+
+    #[test]
+    fn packed_header_ops_are_read_in_order_and_bad_ones_named() {
+        let mut buf = Vec::new();
+        op(&mut buf, 0, &["x-a", "1"]);
+        op(&mut buf, 1, &["x-b", "2"]);
+        op(&mut buf, 2, &["vary", "origin"]);
+        op(&mut buf, 3, &["x-c", ""]);
+        op(&mut buf, 4, &["server"]);
+        let ops = packed_ops(buf.clone()).unwrap();
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        let n = |s: &'static str| HeaderName::from_static(s);
+        assert_eq!(
+            ops,
+            [
+                HeaderOp::Set(n("x-a"), v("1")),
+                HeaderOp::Append(n("x-b"), v("2")),
+                HeaderOp::AppendValue(n("vary"), v("origin")),
+                HeaderOp::SetIfAbsent(n("x-c"), v("")),
+                HeaderOp::Remove(n("server")),
+            ]
+        );
+        assert_eq!(packed_ops(Vec::new()).unwrap(), []);
+
+        let err = |buf: Vec<u8>| packed_ops(buf).unwrap_err().to_string();
+        // Cut inside the last name: the length says 6 bytes, 3 are there.
+        assert!(
+            err(buf[..buf.len() - 3].to_vec()).contains("malformed at byte"),
+            "{}",
+            err(buf[..buf.len() - 3].to_vec())
+        );
+        let mut bad = Vec::new();
+        op(&mut bad, 9, &["x-a", "1"]);
+        assert!(err(bad).contains("9 is not a header operation"));
+        let mut bad = Vec::new();
+        op(&mut bad, 0, &["bad name", "1"]);
+        assert!(err(bad).contains("`bad name` is not a header name"));
+        let mut bad = Vec::new();
+        op(&mut bad, 0, &["x-a", "line\nbreak"]);
+        assert!(err(bad).contains("header `x-a` has an invalid value"));
+    }
 }

@@ -64,9 +64,12 @@ pub(crate) mod async_bindings {
 }
 
 /// The contract plugins are built against, and the versions of it this gateway runs:
-/// `0.1.x` (for `0.y` versions, a new `y` may break plugins; a new patch level may not).
+/// `0.2.x` (for `0.y` versions, a new `y` may break plugins; a new patch level may not).
+/// 0.1 plugins are refused with a message saying to rebuild them: 0.2 changed how every
+/// phase's input is passed, and an adapter would implement every import twice for plugins
+/// whose rebuild is one command.
 const CONTRACT: &str = "wasmgate:plugin/";
-const CONTRACT_MAJOR: (u64, u64) = (0, 1);
+const CONTRACT_MAJOR: (u64, u64) = (0, 2);
 
 /// Refuse a component built against a version of the contract this gateway does not run,
 /// or one that is no plugin at all, saying which; `names` are its imports and exports.
@@ -397,7 +400,7 @@ mod tests {
     use super::check_contract;
 
     #[test]
-    fn plugins_for_0_1_x_are_run_and_other_versions_refused_by_name() {
+    fn plugins_for_0_2_x_are_run_and_other_versions_refused_by_name() {
         let built_for = |v: &str| {
             let names = [
                 format!("wasmgate:plugin/log@{v}"),
@@ -406,12 +409,12 @@ mod tests {
             ];
             check_contract(names.iter().map(String::as_str))
         };
-        assert_eq!(built_for("0.1.0"), Ok(()));
-        assert_eq!(built_for("0.1.7"), Ok(()), "a later patch level of the contract");
-        for other in ["0.2.0", "1.0.0", "0.0.9"] {
+        assert_eq!(built_for("0.2.0"), Ok(()));
+        assert_eq!(built_for("0.2.7"), Ok(()), "a later patch level of the contract");
+        for other in ["0.1.0", "0.3.0", "1.0.0", "0.0.9"] {
             let e = built_for(other).unwrap_err();
             assert!(
-                e.contains(&format!("built against wasmgate:plugin@{other}")) && e.contains("0.1.x"),
+                e.contains(&format!("built against wasmgate:plugin@{other}")) && e.contains("0.2.x"),
                 "{e}"
             );
         }

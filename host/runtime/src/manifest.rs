@@ -25,10 +25,10 @@ pub struct PluginInfo {
     pub version: Option<String>,
     /// `rust`, `python`, `javascript`, as its SDK says.
     pub language: Option<String>,
-    /// What the component imports, by interface name (`wasmgate:plugin/counters@0.1.0`,
+    /// What the component imports, by interface name (`wasmgate:plugin/counters@0.2.0`,
     /// `wasi:io/streams@0.2.6`).
     pub imports: Vec<String>,
-    /// What it exports, likewise (`wasmgate:plugin/policy@0.1.0`).
+    /// What it exports, likewise (`wasmgate:plugin/policy@0.2.0`).
     pub exports: Vec<String>,
     pub config_schema: Option<serde_json::Value>,
     /// The schema, compiled once when the component is loaded.
@@ -90,7 +90,7 @@ impl PluginInfo {
         Ok(info)
     }
 
-    /// The version of `wasmgate:plugin` it was built against (`0.1.0`): its policy export's.
+    /// The version of `wasmgate:plugin` it was built against (`0.2.0`): its policy export's.
     pub fn contract(&self) -> Option<&str> {
         self.exports.iter().find_map(|name| name.strip_prefix("wasmgate:plugin/policy@"))
     }

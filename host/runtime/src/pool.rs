@@ -1,6 +1,7 @@
 //! Warm instance pools and the [`WasmPolicy`] that runs one binding's phases.
 
 use crate::capabilities::BindingScope;
+use crate::convert::Packer;
 use crate::{
     EPOCH_TICK, HostState, PluginInfo, PluginRuntime, RuntimeError, async_bindings, bindings, convert,
 };
@@ -86,6 +87,27 @@ struct Instance {
     exports: Exports,
     /// Which bindings this instance has configured.
     configured: Vec<bool>,
+    /// Where a phase's input is packed; kept so packing does not allocate per call.
+    input: Vec<u8>,
+}
+
+/// An input buffer larger than this (a body was passed) is not kept for the next call.
+const KEPT_INPUT: usize = 64 << 10;
+
+impl Instance {
+    /// The input buffer, empty, to pack a call's input into; give it back with
+    /// [`Self::keep_input`].
+    fn take_input(&mut self) -> Vec<u8> {
+        let mut input = std::mem::take(&mut self.input);
+        input.clear();
+        input
+    }
+
+    fn keep_input(&mut self, input: Vec<u8>) {
+        if input.capacity() <= KEPT_INPUT {
+            self.input = input;
+        }
+    }
 }
 
 /// Call a policy export of either kind on `$inst`: synchronously (host panics contained, see
@@ -372,7 +394,7 @@ impl PluginPool {
             PolicyError::Trap(m) => PolicyError::Unavailable(m),
             other => other,
         })?;
-        Ok(Instance { store, exports, configured: vec![false; self.slots.len()] })
+        Ok(Instance { store, exports, configured: vec![false; self.slots.len()], input: Vec::new() })
     }
 
     async fn configure(
@@ -466,10 +488,11 @@ impl WasmPolicy {
     }
 
     async fn request(&self, request: &RequestView<'_>) -> Result<RequestAction, PolicyError> {
-        let parts = convert::RequestParts::new(request, &self.request);
-        let req = parts.request(request, &self.request);
         let mut inst = self.pool.checkout(self.binding, request.route).await?;
-        let action = call_export!(&mut inst, call_on_request(self.binding, req))?;
+        let mut input = inst.take_input();
+        Packer(&mut input).request(request, &self.request);
+        let action = call_export!(&mut inst, call_on_request(self.binding, &input))?;
+        inst.keep_input(input);
         self.pool.checkin(inst, Phase::Request);
         convert::request_action(action)
     }
@@ -479,24 +502,26 @@ impl WasmPolicy {
         request: &RequestView<'_>,
         response: &ResponseView<'_>,
     ) -> Result<ResponseAction, PolicyError> {
-        let parts = convert::RequestParts::new(request, &self.request);
-        let req = parts.request(request, &self.request);
-        let headers = convert::response_headers(response, &self.info.response_headers);
-        let resp = convert::response(response, &headers, self.info.response_body);
         let mut inst = self.pool.checkout(self.binding, request.route).await?;
-        let action = call_export!(&mut inst, call_on_response(self.binding, req, resp))?;
+        let mut input = inst.take_input();
+        let mut p = Packer(&mut input);
+        p.request(request, &self.request);
+        p.response(response, &self.info.response_headers, self.info.response_body);
+        let action = call_export!(&mut inst, call_on_response(self.binding, &input))?;
+        inst.keep_input(input);
         self.pool.checkin(inst, Phase::Response);
         convert::response_action(action)
     }
 
     async fn log(&self, entry: &LogView<'_>) -> Result<(), PolicyError> {
-        let parts = convert::RequestParts::new(&entry.request, &self.request);
-        let req = parts.request(&entry.request, &self.request);
-        let headers = convert::response_headers(&entry.response, &self.info.response_headers);
-        let resp = convert::response(&entry.response, &headers, self.info.response_body);
-        let log = convert::log_entry(entry, req, resp);
         let mut inst = self.pool.checkout(self.binding, entry.request.route).await?;
-        call_export!(&mut inst, call_on_log(self.binding, log))?;
+        let mut input = inst.take_input();
+        let mut p = Packer(&mut input);
+        p.request(&entry.request, &self.request);
+        p.response(&entry.response, &self.info.response_headers, self.info.response_body);
+        p.log_entry(entry);
+        call_export!(&mut inst, call_on_log(self.binding, &input))?;
+        inst.keep_input(input);
         self.pool.checkin(inst, Phase::Log);
         Ok(())
     }

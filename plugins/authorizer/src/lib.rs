@@ -291,7 +291,7 @@ impl Authorizer {
         }
         let headers =
             self.headers.iter().filter_map(|h| Some((h.clone(), req.header(h)?.to_string()))).collect();
-        let body = if self.carry_body { req.body.clone().unwrap_or_default() } else { Vec::new() };
+        let body = if self.carry_body { req.body.unwrap_or_default().to_vec() } else { Vec::new() };
         let answer = http_outbound::send(&OutboundRequest {
             method: self.method.clone(),
             url,

@@ -268,18 +268,17 @@ impl Policy for KafkaLog {
         let req = &entry.request;
         if let Some(pick) = &self.headers {
             let headers = req.headers.iter().filter(|(n, _)| pick.wants(n));
-            m.request_headers =
-                Some(Pairs(headers.map(|(n, v)| (n.as_str(), Cow::Borrowed(v.as_str()))).collect()));
+            m.request_headers = Some(Pairs(headers.map(|(n, v)| (n, Cow::Borrowed(v))).collect()));
         }
         if let Some(pick) = &self.query {
             let query = req.query_pairs().filter(|(k, _)| pick.wants(k));
             m.query_strings = Some(Pairs(query.map(|(k, v)| (k, Cow::Borrowed(v))).collect()));
         }
         if self.request_body {
-            m.request_body = Some(body_text(&req.body));
+            m.request_body = Some(body_text(req.body));
         }
         if self.response_body {
-            m.response_body = Some(body_text(&entry.response.body));
+            m.response_body = Some(body_text(entry.response.body));
         }
         if self.request_body || self.response_body {
             let cut = (self.request_body && entry.request_body_truncated)

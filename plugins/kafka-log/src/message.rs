@@ -133,14 +133,14 @@ pub struct Message<'a> {
 }
 
 /// The first [`BODY_LIMIT`] bytes, invalid UTF-8 replaced.
-pub fn body_text(body: &Option<Vec<u8>>) -> Cow<'_, str> {
-    let b = body.as_deref().unwrap_or_default();
+pub fn body_text(body: Option<&[u8]>) -> Cow<'_, str> {
+    let b = body.unwrap_or_default();
     String::from_utf8_lossy(&b[..b.len().min(BODY_LIMIT)])
 }
 
 impl<'a> Message<'a> {
     /// Every system field of `entry`.
-    pub fn system(entry: &'a LogEntry) -> Self {
+    pub fn system(entry: &LogEntry<'a>) -> Self {
         let (req, resp) = (&entry.request, &entry.response);
         let (route, identity) = (req.route(), req.identity());
         let query = req.query();
@@ -148,11 +148,11 @@ impl<'a> Message<'a> {
             start_time: Some(entry.start_time_ms),
             request_id: Some(req.request_id()),
             client_ip: Some(req.client_ip()),
-            api_id: Some(&route.api_id),
-            group_id: Some(&route.group_id),
-            environment: Some(&route.environment),
-            app_id: Some(identity.app_id.as_deref()),
-            user: Some(identity.user.as_deref()),
+            api_id: Some(route.api_id),
+            group_id: Some(route.group_id),
+            environment: Some(route.environment),
+            app_id: Some(identity.app_id),
+            user: Some(identity.user),
             auth_type: Some(req.context("auth_type").unwrap_or("none")),
             method: Some(req.method.as_str()),
             scheme: Some(if matches!(req.scheme, wasmgate_sdk::Scheme::Https) { "https" } else { "http" }),

@@ -268,7 +268,7 @@ impl Throttling {
     pub fn check(&self, req: &Request) -> RequestAction {
         // Basic scope counts each API alone; shared scope counts every API bound to the policy.
         let scope = match self.scope {
-            Scope::Basic => req.route().api_id.as_str(),
+            Scope::Basic => req.route().api_id,
             Scope::Shared => "",
         };
         let identity = req.identity();

@@ -6,12 +6,17 @@ the field it refuses; the instance it returns serves that binding's phases (``on
 ``on_response``, ``on_log``), as the Rust SDK's ``Policy`` does. ``Policy = export(MyPlugin)``
 in the plugin's module makes it the component's ``wasmgate:plugin/policy``.
 
-The values are the WIT types as componentize-py generates them (``wit_world.imports.types``):
-dataclasses with snake_case fields, variants as one class per case, options as ``None``.
+The request, response and log entry are decoded from the packed input (wit/plugin.wit,
+interface ``policy``) into plain objects with snake_case fields: ``method`` and ``scheme``
+as strings (``"GET"``, ``"https"``), ``headers`` as ``(name, value)`` pairs, fields the binding
+did not select ``None``. Answers are the WIT types as componentize-py generates them
+(``wit_world.imports.types``); header operations are packed here.
 """
 
 import json
+import struct
 import traceback
+from types import SimpleNamespace
 
 from componentize_py_types import Err
 from wit_world import exports
@@ -34,6 +39,113 @@ from wit_world.imports.types import (  # noqa: F401  (re-exported for plugins)
     ResponseAction_Continue,
     ResponseChanges,
 )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+_OUTCOMES = ("responded", "timed-out", "failed", "not-called")
+
+
+class _Reader:
+    """Reads the packed layout front to back."""
+
+    def __init__(self, data):
+        self.data = bytes(data)
+        self.at = 0
+
+    def _unpack(self, fmt):
+        (value,) = struct.unpack_from(fmt, self.data, self.at)
+        self.at += struct.calcsize(fmt)
+        return value
+
+    def u8(self):
+        return self._unpack("<B")
+
+    def raw(self):
+        n = self._unpack("<I")
+        self.at += n
+        return self.data[self.at - n:self.at]
+
+    def str(self):
+        return self.raw().decode()
+
+    def pairs(self):
+        return [(self.str(), self.str()) for _ in range(self._unpack("<I"))]
+
+    def request(self):
+        m = self.u8()
+        method = _METHODS[m] if m < len(_METHODS) else self.str()
+        scheme = "https" if self.u8() == 1 else "http"
+        present = self._unpack("<H")
+        bits = iter(1 << i for i in range(10))
+
+        def field(read):
+            return read() if present & next(bits) else None
+
+        r = SimpleNamespace(method=method, scheme=scheme)
+        r.request_id = field(self.str)
+        r.route = field(lambda: SimpleNamespace(api_id=self.str(), group_id=self.str(), environment=self.str()))
+        r.host = field(self.str)
+        r.path = field(self.str)
+        r.query = field(self.str)
+        r.path_params = field(self.pairs)
+        r.client_ip = field(self.str)
+        r.identity = field(self._identity)
+        r.context = field(self.pairs)
+        has_body = field(lambda: True)
+        r.headers = self.pairs()
+        r.body = self.raw() if has_body else None
+        return r
+
+    def _identity(self):
+        flags = self.u8()
+        app_id = self.str() if flags & 1 else None
+        user = self.str() if flags & 2 else None
+        return SimpleNamespace(app_id=app_id, user=user)
+
+    def response(self):
+        status = self._unpack("<H")
+        outcome = _OUTCOMES[self.u8()]
+        latency = self._unpack("<I")
+        has_body = self.u8()
+        headers = self.pairs()
+        body = self.raw() if has_body else None
+        return SimpleNamespace(status=status, outcome=outcome, backend_latency_ms=latency, headers=headers, body=body)
+
+    def log_entry(self):
+        e = SimpleNamespace(request=self.request(), response=self.response())
+        e.start_time_ms = self._unpack("<Q")
+        e.total_latency_ms = self._unpack("<I")
+        e.request_size = self._unpack("<Q")
+        e.response_size = self._unpack("<Q")
+        truncated = self.u8()
+        e.request_body_truncated = bool(truncated & 1)
+        e.response_body_truncated = bool(truncated & 2)
+        return e
+
+
+_OPS = {types.HeaderOp_Set: 0, types.HeaderOp_Append: 1, types.HeaderOp_AppendValue: 2,
+        types.HeaderOp_SetIfAbsent: 3, types.HeaderOp_Remove: 4}
+
+
+def _pack_ops(ops):
+    """Header operations in the packed ``header-ops`` layout."""
+    out = bytearray()
+    for op in ops:
+        out.append(_OPS[type(op)])
+        for s in (op.value,) if isinstance(op, types.HeaderOp_Remove) else op.value:
+            b = s.encode()
+            out += struct.pack("<I", len(b)) + b
+    return bytes(out)
+
+
+def _packed(action):
+    """An action with its header operations packed, as the contract carries them."""
+    if isinstance(action, RequestAction_Continue):
+        c = action.value
+        c.headers, c.response_headers = _pack_ops(c.headers), _pack_ops(c.response_headers)
+    elif isinstance(action, ResponseAction_Continue):
+        action.value.headers = _pack_ops(action.value.headers)
+    return action
 
 
 class ConfigError(Exception):
@@ -147,14 +259,16 @@ def export(plugin_class):
 
         @_logged
         def on_request(self, binding, request):
-            return bindings[binding].on_request(request)
+            return _packed(bindings[binding].on_request(_Reader(request).request()))
 
         @_logged
-        def on_response(self, binding, request, response):
-            return bindings[binding].on_response(request, response)
+        def on_response(self, binding, exchange):
+            r = _Reader(exchange)
+            request, response = r.request(), r.response()
+            return _packed(bindings[binding].on_response(request, response))
 
         @_logged
         def on_log(self, binding, entry):
-            bindings[binding].on_log(entry)
+            bindings[binding].on_log(_Reader(entry).log_entry())
 
     return Policy
