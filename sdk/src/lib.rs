@@ -50,11 +50,23 @@ pub mod host {
     pub use crate::bindings::wasmgate::plugin::clock;
     pub use crate::bindings::wasmgate::plugin::counters;
     pub use crate::bindings::wasmgate::plugin::credentials;
+    pub use crate::bindings::wasmgate::plugin::crypto;
     pub use crate::bindings::wasmgate::plugin::http_outbound;
     pub use crate::bindings::wasmgate::plugin::kv;
     pub use crate::bindings::wasmgate::plugin::log;
     pub use crate::bindings::wasmgate::plugin::log_sink;
     pub use crate::bindings::wasmgate::plugin::metrics;
+}
+
+impl bindings::wasmgate::plugin::crypto::Digest {
+    /// The digest's 32 bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut out = [0; 32];
+        for (chunk, word) in out.chunks_exact_mut(8).zip([self.a, self.b, self.c, self.d]) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
 }
 
 /// Everything a plugin usually needs.

@@ -118,7 +118,8 @@ impl HttpBackend {
             UNSIGNED,
         )
         .expect("every signed header has a value");
-        let signature = sig::sign(secret, &sig::string_to_sign(&date, &canonical));
+        let signature =
+            sig::sign(&sig::Native, secret, &sig::string_to_sign(&sig::Native, &date, &canonical));
         let authorization = sig::authorization(key, &SIGNED, &signature);
         for (name, value) in [
             (header::HOST, host.to_string()),

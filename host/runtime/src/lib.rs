@@ -59,6 +59,7 @@ pub(crate) mod async_bindings {
             "wasmgate:plugin/credentials": crate::bindings::wasmgate::plugin::credentials,
                         "wasmgate:plugin/log-sink": crate::bindings::wasmgate::plugin::log_sink,
             "wasmgate:plugin/metrics": crate::bindings::wasmgate::plugin::metrics,
+            "wasmgate:plugin/crypto": crate::bindings::wasmgate::plugin::crypto,
         },
     });
 }
@@ -218,6 +219,7 @@ impl PluginRuntime {
             credentials::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
             log_sink::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
             metrics::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
+            crypto::add_to_linker::<HostState, Data>(l, get).map_err(engine_error)?;
         }
         let mut async_linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut async_linker).map_err(engine_error)?;

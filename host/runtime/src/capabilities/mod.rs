@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cluster;
 pub mod counters;
 pub mod credentials;
+pub mod crypto;
 pub mod http_outbound;
 pub mod kv;
 pub mod log;
