@@ -149,6 +149,25 @@ fn bench(c: &mut Criterion) {
             black_box(ready(breaker.on_response(black_box(&request), black_box(&response))))
         })
     });
+    // The authorizer imports outbound HTTP, so it is called on the async path; a cache hit
+    // never waits. The fake answers the one miss without the network.
+    runtime
+        .capabilities()
+        .outbound
+        .fake(Box::new(|_| {
+            Ok(http::Response::new(bytes::Bytes::from_static(
+                br#"{"status":"allow","context":{"user":"u1"}}"#,
+            )))
+        }))
+        .unwrap();
+    let authorizer = binding(
+        &runtime,
+        "authorizer",
+        r#"{"url":"http://auth.example/check","simple_authentication":true,"identities":{"headers":["origin"]},"cache_seconds":3600}"#,
+    );
+    g.bench_function("authorizer on_request, cache hit", |b| {
+        b.iter(|| black_box(ready(authorizer.on_request(black_box(&request)))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("fresh instance");
