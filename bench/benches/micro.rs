@@ -168,6 +168,27 @@ fn bench(c: &mut Criterion) {
     g.bench_function("authorizer on_request, cache hit", |b| {
         b.iter(|| black_box(ready(authorizer.on_request(black_box(&request)))))
     });
+    // The rest of the built-ins with a phase (response-headers declares its headers at load
+    // and is never called).
+    let access = binding(&runtime, "access-control", r#"{"ip":{"allow":["10.0.0.0/8","127.0.0.0/8"]}}"#);
+    g.bench_function("access-control on_request, IP allowed", |b| {
+        b.iter(|| black_box(ready(access.on_request(black_box(&request)))))
+    });
+    let app = wasmgate_proxy::policy::Identity { app_id: Some("bench-app".into()), user: Some("u1".into()) };
+    let as_app = RequestView { identity: &app, ..request };
+    let per_user = binding(
+        &runtime,
+        "request-throttling",
+        r#"{"api_limit":1000000000,"user_limit":1000000000,"period":1,"unit":"second","algorithm":"local"}"#,
+    );
+    g.bench_function("request-throttling on_request, API + user limits, local counters", |b| {
+        b.iter(|| black_box(ready(per_user.on_request(black_box(&as_app)))))
+    });
+    let quota =
+        binding(&runtime, "credential-quota", r#"{"limit":1000000000,"unit":"day","algorithm":"local"}"#);
+    g.bench_function("credential-quota on_request, app quota, local counter", |b| {
+        b.iter(|| black_box(ready(quota.on_request(black_box(&as_app)))))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("fresh instance");
