@@ -118,26 +118,26 @@ pub struct ResponseChanges {
 
 /// Header operations in the packed `header-ops` layout (wit/plugin.wit).
 fn pack_ops(ops: &[HeaderOp]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for op in ops {
-        let (code, name, value) = match op {
+    fn parts(op: &HeaderOp) -> (u8, &String, Option<&String>) {
+        match op {
             HeaderOp::Set((n, v)) => (0, n, Some(v)),
             HeaderOp::Append((n, v)) => (1, n, Some(v)),
             HeaderOp::AppendValue((n, v)) => (2, n, Some(v)),
             HeaderOp::SetIfAbsent((n, v)) => (3, n, Some(v)),
             HeaderOp::Remove(n) => (4, n, None),
-        };
-        put_op(&mut out, code, name, value);
+        }
+    }
+    // Sized up front: growing the buffer op by op reallocated it several times per call.
+    let size = ops.iter().map(parts).map(|(_, n, v)| 5 + n.len() + v.map_or(0, |v| 4 + v.len())).sum();
+    let mut out = Vec::with_capacity(size);
+    for (code, name, value) in ops.iter().map(parts) {
+        out.push(code);
+        for s in std::iter::once(name).chain(value) {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
     }
     out
-}
-
-fn put_op(out: &mut Vec<u8>, code: u8, name: &str, value: Option<&String>) {
-    out.push(code);
-    for s in std::iter::once(name).chain(value.map(String::as_str)) {
-        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    }
 }
 
 impl From<RequestAction> for bindings::wasmgate::plugin::types::RequestAction {
