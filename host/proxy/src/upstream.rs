@@ -8,7 +8,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderName, Request};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, GatewayBody>;
+pub type UpstreamClient = Client<WithoutConnInfo<HttpsConnector<HttpConnector>>, GatewayBody>;
 
 /// What connections to a backend need; the key under which clients are shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,7 +103,89 @@ pub fn client(settings: &ClientSettings) -> Result<UpstreamClient, UpstreamError
     Ok(Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
-        .build(connector(tls, Some(settings.connect_timeout))))
+        .build(WithoutConnInfo(connector(tls, Some(settings.connect_timeout)))))
+}
+
+/// A connector whose connections do not carry hyper-util's `HttpInfo` (their addresses):
+/// the legacy client would insert it into every response's extensions, two allocations
+/// per request for something nothing here reads.
+#[derive(Clone)]
+pub struct WithoutConnInfo<C>(C);
+
+impl<C> tower_service::Service<http::Uri> for WithoutConnInfo<C>
+where
+    C: tower_service::Service<http::Uri>,
+    C::Future: Send + 'static,
+{
+    type Response = NoInfo<C::Response>;
+    type Error = C::Error;
+    type Future = futures_util::future::MapOk<C::Future, fn(C::Response) -> NoInfo<C::Response>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        use futures_util::TryFutureExt;
+        self.0.call(uri).map_ok(NoInfo as fn(C::Response) -> NoInfo<C::Response>)
+    }
+}
+
+/// A connection as its connector made it, minus the `HttpInfo` extra.
+pub struct NoInfo<T>(T);
+
+impl<T: Connection> Connection for NoInfo<T> {
+    fn connected(&self) -> Connected {
+        let inner = self.0.connected();
+        let connected = Connected::new().proxy(inner.is_proxied());
+        if inner.is_negotiated_h2() { connected.negotiated_h2() } else { connected }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for NoInfo<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for NoInfo<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
 }
 
 /// Clients and channels, kept while some snapshot uses them.
