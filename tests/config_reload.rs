@@ -93,6 +93,11 @@ async fn file_change_reloads_and_a_bad_change_keeps_the_old_config() {
     gw.expect_log("unknown variant `explode`").await;
     let r = c.get(&gw.url("/hello"), &[]).await;
     assert_eq!((r.status, &r.body[..], r.header("x-version")), (200, &b"v2"[..], Some("v2")));
+
+    // A truncated file (`: > gateway.yaml`) is not a config with no APIs.
+    std::fs::write(&gw.config, "").unwrap();
+    gw.expect_log("the document is empty").await;
+    assert_eq!(c.get(&gw.url("/hello"), &[]).await.body, "v2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -884,6 +884,19 @@ impl Default for PluginLimits {
     }
 }
 
+/// Nothing but blank lines, comments, document markers or a null.
+fn is_empty_document(text: &str) -> bool {
+    let mut content = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !(l.is_empty() || l.starts_with('#') || *l == "---" || *l == "..."));
+    match (content.next(), content.next()) {
+        (None, _) => true,
+        (Some("~" | "null" | "Null" | "NULL"), None) => true,
+        _ => false,
+    }
+}
+
 /// Bounds on limits, so one binding cannot reserve the whole machine.
 pub const MAX_CPU_MS: u64 = 10_000;
 pub const MAX_MEMORY_MIB: u32 = 256;
@@ -910,6 +923,18 @@ impl GatewayConfig {
     /// Like [`Self::parse`], but bindings that name a policy are left as written (not yet
     /// carrying the policy's fields): the form to store or export, which reads back the same.
     pub fn parse_declared(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        // YAML reads an empty document as every field's default: a gateway with no APIs.
+        // That is what a truncated or half-written file looks like, so it is refused rather
+        // than served (an operator who wants no APIs writes `groups: []`).
+        if is_empty_document(text) {
+            return Err(ConfigError {
+                file: path.into(),
+                location: String::new(),
+                message: "the document is empty (no listeners, groups or settings); \
+                          write `groups: []` for a gateway with no APIs"
+                    .into(),
+            });
+        }
         let mut config: GatewayConfig = serde_norway::from_str(text).map_err(|e| {
             let message = e.to_string();
             // serde_norway puts the YAML path first ("groups[0].apis[1]: unknown field ...").
@@ -1531,6 +1556,16 @@ mod tests {
         assert_eq!(api.method.normalized(), Vec::<String>::new());
         assert_eq!(api.match_mode, MatchMode::Exact);
         assert!(matches!(&api.backend, Backend::Mock(m) if m.status == 200 && m.body == "hi"));
+    }
+
+    #[test]
+    fn an_empty_document_is_refused_and_an_explicitly_empty_one_is_not() {
+        for text in ["", "  \n\n", "# all commented out\n# groups: []\n", "---\n", "---\n~\n...\n", "null"] {
+            let e = parse(text).expect_err(text);
+            assert!(e.message.contains("the document is empty"), "{text:?}: {e}");
+        }
+        assert!(parse("groups: []\n").unwrap().groups.is_empty());
+        assert!(parse("{}").is_ok());
     }
 
     #[test]

@@ -146,6 +146,26 @@ pub enum HeaderOp {
 }
 
 impl HeaderOp {
+    pub fn name(&self) -> &HeaderName {
+        match self {
+            HeaderOp::Set(n, _)
+            | HeaderOp::Append(n, _)
+            | HeaderOp::AppendValue(n, _)
+            | HeaderOp::SetIfAbsent(n, _)
+            | HeaderOp::Remove(n) => n,
+        }
+    }
+
+    pub fn value(&self) -> Option<&HeaderValue> {
+        match self {
+            HeaderOp::Set(_, v)
+            | HeaderOp::Append(_, v)
+            | HeaderOp::AppendValue(_, v)
+            | HeaderOp::SetIfAbsent(_, v) => Some(v),
+            HeaderOp::Remove(_) => None,
+        }
+    }
+
     pub fn apply(self, headers: &mut HeaderMap) {
         match self {
             HeaderOp::Set(n, v) => {

@@ -210,6 +210,64 @@ fn invalid(what: impl std::fmt::Display) -> PolicyError {
     PolicyError::InvalidAction(what.to_string())
 }
 
+/// The most a header value from a plugin may hold, and all of one answer's header changes
+/// together (names and values): nginx's default header buffers (`large_client_header_buffers
+/// 4 8k`), so whatever a plugin adds still fits the clients and backends on the path.
+pub const MAX_HEADER_VALUE: usize = 8 * 1024;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Headers the host writes itself: the message's framing (its length and coding) and the
+/// connection's hop-by-hop headers. A plugin's value for one of them would describe a body
+/// or connection other than the one hyper sends (a length that does not match the body hangs
+/// the client; two lengths split a keep-alive connection's responses), so plugins' changes
+/// to them are dropped, as Envoy's header mutation rules do, and the host frames the
+/// message from the body it actually sends.
+pub fn host_owned(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "upgrade"
+    )
+}
+
+/// The statuses a plugin may answer or replace a response with: a final response that is
+/// not a protocol switch (1xx are interim responses the host's HTTP stack owns; 101 would
+/// promise an upgrade nobody performs) and is a real status class.
+fn status(s: u16) -> Result<StatusCode, PolicyError> {
+    match s {
+        200..=599 => Ok(StatusCode::from_u16(s).expect("200..=599 are valid status codes")),
+        _ => Err(invalid(format_args!("status {s} is not one a policy may answer with (200–599)"))),
+    }
+}
+
+/// Header changes' size against [`MAX_HEADER_VALUE`] and [`MAX_HEADER_BYTES`].
+#[derive(Default)]
+struct HeaderBudget(usize);
+
+impl HeaderBudget {
+    fn take(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), PolicyError> {
+        if value.len() > MAX_HEADER_VALUE {
+            return Err(invalid(format_args!(
+                "header `{name}` is {} bytes; a value from a policy may have {MAX_HEADER_VALUE}",
+                value.len()
+            )));
+        }
+        self.0 += name.as_str().len() + value.len();
+        if self.0 > MAX_HEADER_BYTES {
+            return Err(invalid(format_args!(
+                "the header changes exceed {MAX_HEADER_BYTES} bytes (at `{name}`)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Header names that are not among the standard ones allocate when parsed; plugins send the
 /// same few again and again (`x-ratelimit-remaining`), so each thread keeps the ones it has
 /// seen (up to a bound) and clones them, which only bumps a reference count.
@@ -240,8 +298,11 @@ fn header_pair((n, v): (String, String)) -> Result<(HeaderName, HeaderValue), Po
     Ok((header_name(&n)?, value))
 }
 
-fn header_ops(ops: Vec<wit::HeaderOp>) -> Result<Vec<HeaderOp>, PolicyError> {
-    ops.into_iter()
+/// The response headers a binding declares at load: one naming a header the host owns is
+/// refused here, where the operator sees it, rather than dropped on every response.
+fn fixed_header_ops(ops: Vec<wit::HeaderOp>) -> Result<Vec<HeaderOp>, PolicyError> {
+    let ops: Vec<HeaderOp> = ops
+        .into_iter()
         .map(|op| {
             Ok(match op {
                 wit::HeaderOp::Remove(n) => HeaderOp::Remove(header_name(&n)?),
@@ -251,7 +312,18 @@ fn header_ops(ops: Vec<wit::HeaderOp>) -> Result<Vec<HeaderOp>, PolicyError> {
                 wit::HeaderOp::SetIfAbsent(p) => header_pair(p).map(|(n, v)| HeaderOp::SetIfAbsent(n, v))?,
             })
         })
-        .collect()
+        .collect::<Result<_, PolicyError>>()?;
+    let mut budget = HeaderBudget::default();
+    for op in &ops {
+        let name = op.name();
+        if host_owned(name) {
+            return Err(invalid(format_args!(
+                "header `{name}` is written by the gateway (framing or hop-by-hop); a policy cannot set it"
+            )));
+        }
+        budget.take(name, op.value().map_or(&[][..], |v| v.as_bytes()))?;
+    }
+    Ok(ops)
 }
 
 /// Header changes from a phase's answer, packed as `header-ops` (wit/plugin.wit). Values
@@ -275,6 +347,7 @@ fn packed_ops(buf: Vec<u8>) -> Result<Vec<HeaderOp>, PolicyError> {
         Ok(rest.split_to(n))
     };
     let mut ops = Vec::new();
+    let mut budget = HeaderBudget::default();
     while rest.has_remaining() {
         let op = rest.get_u8();
         let name = take(&mut rest)?;
@@ -282,32 +355,41 @@ fn packed_ops(buf: Vec<u8>) -> Result<Vec<HeaderOp>, PolicyError> {
             .map_err(|_| invalid("a header name is not UTF-8"))
             .and_then(header_name)?;
         if op == 4 {
-            ops.push(HeaderOp::Remove(name));
+            if !host_owned(&name) {
+                ops.push(HeaderOp::Remove(name));
+            }
             continue;
         }
-        let value = HeaderValue::from_maybe_shared(take(&mut rest)?)
+        let value = take(&mut rest)?;
+        budget.take(&name, &value)?;
+        let value = HeaderValue::from_maybe_shared(value)
             .map_err(|_| invalid(format_args!("header `{name}` has an invalid value")))?;
-        ops.push(match op {
+        let owned = host_owned(&name);
+        let op = match op {
             0 => HeaderOp::Set(name, value),
             1 => HeaderOp::Append(name, value),
             2 => HeaderOp::AppendValue(name, value),
             3 => HeaderOp::SetIfAbsent(name, value),
             _ => return Err(invalid(format_args!("{op} is not a header operation"))),
-        });
+        };
+        if !owned {
+            ops.push(op);
+        }
     }
     Ok(ops)
 }
 
-fn status(s: u16) -> Result<StatusCode, PolicyError> {
-    StatusCode::from_u16(s).map_err(|_| invalid(format_args!("{s} is not an HTTP status")))
-}
-
 fn reply(r: wit::Reply) -> Result<Reply, PolicyError> {
-    Ok(Reply {
-        status: status(r.status)?,
-        headers: r.headers.into_iter().map(header_pair).collect::<Result<_, _>>()?,
-        body: Bytes::from(r.body),
-    })
+    let mut budget = HeaderBudget::default();
+    let mut headers = Vec::with_capacity(r.headers.len());
+    for pair in r.headers {
+        let (name, value) = header_pair(pair)?;
+        budget.take(&name, value.as_bytes())?;
+        if !host_owned(&name) {
+            headers.push((name, value));
+        }
+    }
+    Ok(Reply { status: status(r.status)?, headers, body: Bytes::from(r.body) })
 }
 
 pub fn request_action(a: wit::RequestAction) -> Result<RequestAction, PolicyError> {
@@ -395,7 +477,7 @@ pub fn binding_info(i: wit::BindingInfo) -> Result<Accepted, PolicyError> {
         response_headers: selection(i.response_headers)?,
         request_body: body_need(i.request_body),
         response_body: body_need(i.response_body),
-        fixed_response_headers: header_ops(i.fixed_response_headers)?,
+        fixed_response_headers: fixed_header_ops(i.fixed_response_headers)?,
     };
     Ok((info, request, Declared { log_sinks: i.log_sinks, http_grants: i.http_grants }))
 }
@@ -451,5 +533,39 @@ mod tests {
         let mut bad = Vec::new();
         op(&mut bad, 0, &["x-a", "line\nbreak"]);
         assert!(err(bad).contains("header `x-a` has an invalid value"));
+    }
+
+    #[test]
+    fn framing_and_hop_by_hop_changes_are_dropped_and_sizes_capped() {
+        let mut buf = Vec::new();
+        op(&mut buf, 0, &["content-length", "1000"]);
+        op(&mut buf, 1, &["Transfer-Encoding", "chunked"]);
+        op(&mut buf, 4, &["connection"]);
+        op(&mut buf, 0, &["x-kept", "1"]);
+        op(&mut buf, 1, &["upgrade", "websocket"]);
+        let ops = packed_ops(buf).unwrap();
+        assert_eq!(ops, [HeaderOp::Set(HeaderName::from_static("x-kept"), HeaderValue::from_static("1"))]);
+
+        let mut big = Vec::new();
+        op(&mut big, 0, &["x-big", &"a".repeat(MAX_HEADER_VALUE + 1)]);
+        let e = packed_ops(big).unwrap_err().to_string();
+        assert!(e.contains("header `x-big` is 8193 bytes"), "{e}");
+        let mut many = Vec::new();
+        for i in 0..5 {
+            op(&mut many, 1, &[&format!("x-{i}"), &"a".repeat(MAX_HEADER_VALUE)]);
+        }
+        let e = packed_ops(many).unwrap_err().to_string();
+        assert!(e.contains("exceed 32768 bytes (at `x-3`)"), "{e}");
+    }
+
+    #[test]
+    fn a_policy_answers_with_final_statuses_only() {
+        for ok in [200, 204, 418, 599] {
+            assert_eq!(status(ok).unwrap().as_u16(), ok);
+        }
+        for bad in [0, 100, 101, 199, 600, 999] {
+            let e = status(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("status {bad} is not one a policy may answer with")), "{e}");
+        }
     }
 }

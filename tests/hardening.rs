@@ -1,0 +1,123 @@
+//! What a hostile plugin, client or careless operator tries, and what contains it.
+
+mod common;
+use common::*;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// One API `/h` (prefix) with the hostile fixture bound, answered by a mock "fine".
+fn hostile_gateway() -> Gateway {
+    Gateway::start(&format!(
+        "plugins: {{hostile: {{path: '{}'}}}}\ngroups:\n- id: g\n  apis:\n  - id: h\n    path: /h\n    match: prefix\n    backend: {{mock: {{body: fine}}}}\n    policies: [{{plugin: hostile}}]\n",
+        fixture("hostile").display()
+    ))
+}
+
+/// A response read off a raw keep-alive connection by its own framing.
+#[derive(Debug)]
+struct Raw {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+/// Send `GET path` on `conn` and read one response, trusting only what is on the wire
+/// (`content-length` or chunked); fails if the response does not complete in 3 s.
+async fn exchange(conn: &mut BufReader<TcpStream>, path: &str) -> Raw {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), read_response(conn))
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: the response did not complete in 3 s"))
+}
+
+async fn read_response(conn: &mut BufReader<TcpStream>) -> Raw {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        conn.read_line(&mut line).await.unwrap();
+        assert!(!line.is_empty(), "connection closed inside the head: {head}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let lower = head.to_ascii_lowercase();
+    let lengths: Vec<usize> = lower
+        .lines()
+        .filter_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert!(lengths.len() <= 1, "more than one content-length: {head}");
+    let mut body = Vec::new();
+    if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            conn.read_line(&mut size).await.unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            conn.read_exact(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(&n) = lengths.first() {
+        body.resize(n, 0);
+        conn.read_exact(&mut body).await.unwrap();
+    }
+    Raw { status, head, body }
+}
+
+async fn connect(gw: &Gateway) -> BufReader<TcpStream> {
+    BufReader::new(TcpStream::connect(gw.addr).await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_replies_cannot_break_http_framing() {
+    let gw = hostile_gateway();
+    let mut conn = connect(&gw).await;
+
+    // A length that does not match the body: the host frames the body it sends.
+    let r = exchange(&mut conn, "/h/cl-mismatch").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"hello world"[..]), "{}", r.head);
+    // The connection is still in step: the next answer is the next request's.
+    assert_eq!(exchange(&mut conn, "/h/ok").await.body, b"fine");
+
+    // Two lengths hiding a second response in the body: it stays body.
+    let r = exchange(&mut conn, "/h/two-lengths").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.ends_with(b"x-smuggled: yes\r\n\r\nsmuggled"), "{:?}", String::from_utf8_lossy(&r.body));
+    let next = exchange(&mut conn, "/h/ok").await;
+    assert!(!next.head.contains("x-smuggled"), "{}", next.head);
+    assert_eq!(next.body, b"fine");
+
+    // Framing headers on a backend's response are the host's too.
+    let r = exchange(&mut conn, "/h/response-length").await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"fine"[..]), "{}", r.head);
+    assert!(r.head.contains("x-hostile: was-here"), "other changes apply: {}", r.head);
+    assert!(!r.head.to_ascii_lowercase().contains("transfer-encoding"), "{}", r.head);
+    assert_eq!(exchange(&mut conn, "/h/ok").await.body, b"fine");
+
+    // Interim, protocol-switching and invented statuses are not a policy's to send.
+    for status in [100, 101, 199, 600, 999] {
+        let r = exchange(&mut conn, &format!("/h/status/{status}")).await;
+        let body = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, 500, "status {status}: {}", r.head);
+        assert!(body.contains("APIG.0504"), "status {status}: {body}");
+    }
+    let r = exchange(&mut conn, "/h/status/418").await;
+    assert_eq!((r.status, &r.body[..]), (418, &b"odd status"[..]));
+
+    // A 2 MB header value is refused (10 MB meets the memory cap first); one at the cap passes.
+    let r = exchange(&mut conn, "/h/huge-header/2000000").await;
+    assert_eq!(r.status, 500);
+    assert!(String::from_utf8_lossy(&r.body).contains("APIG.0504"), "{r:?}");
+    let r = exchange(&mut conn, "/h/huge-header/8192").await;
+    assert_eq!(r.status, 200, "{}", &r.head[..200.min(r.head.len())]);
+    assert_eq!(exchange(&mut conn, "/h/ok").await.body, b"fine");
+    gw.expect_log("status 101 is not one a policy may answer with").await;
+    gw.expect_log("header `x-huge` is 2000000 bytes").await;
+}
