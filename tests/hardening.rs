@@ -121,3 +121,57 @@ async fn plugin_replies_cannot_break_http_framing() {
     gw.expect_log("status 101 is not one a policy may answer with").await;
     gw.expect_log("header `x-huge` is 2000000 bytes").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_cannot_take_a_request_past_its_apis_policies() {
+    let up = Upstream::start().await;
+    let api = |id: &str, path: &str, matching: &str| {
+        format!(
+            "  - id: {id}\n    path: {path}\n    match: {matching}\n    backend: {{http: {{url: '{}'}}}}\n    policies:\n    - plugin: response-headers\n      config: {{response_headers: [{{name: x-api, value: {id}, action: override}}]}}\n",
+            up.url()
+        )
+    };
+    let gw = Gateway::start(&format!(
+        "groups:\n- id: g\n  apis:\n{}{}",
+        api("demo", "/demo", "prefix"),
+        api("secret", "/secret", "exact")
+    ));
+    let mut conn = connect(&gw).await;
+    for path in [
+        "/demo/../secret",
+        "/demo/%2e%2e/secret",
+        "/demo/%2E%2e/secret",
+        "/demo/x/../../secret",
+        "/demo/./../secret",
+    ] {
+        let r = exchange(&mut conn, path).await;
+        let echo: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(echo["path"], "/secret", "{path}: the backend saw {}", echo["path"]);
+        assert!(r.head.contains("x-api: secret"), "{path} went through /secret's policies: {}", r.head);
+    }
+    let r = exchange(&mut conn, "/demo/a/./b/../c").await;
+    let echo: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((echo["path"].as_str(), r.head.contains("x-api: demo")), (Some("/demo/a/c"), true));
+
+    // Dot-segments with parameters (`..;`: Tomcat's `..`) and encoded slashes are refused.
+    for path in ["/demo/..;/secret", "/demo/..;x=1/secret", "/demo/..%2Fsecret", "/demo/..%5csecret"] {
+        let r = exchange(&mut conn, path).await;
+        let body = String::from_utf8_lossy(&r.body);
+        assert_eq!(r.status, 400, "{path}: {}", r.head);
+        assert!(body.contains("APIG.0201") && body.contains("the path has"), "{path}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_slashes_can_be_kept_for_apis_whose_ids_hold_them() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start_whole(&format!(
+        "{}groups:\n- id: g\n  apis:\n  - {{id: r, path: '/repos/{{id}}', backend: {{http: {{url: '{}'}}}}}}\n",
+        common::config_header_with("encoded_slashes: keep"),
+        up.url()
+    ));
+    let mut conn = connect(&gw).await;
+    let r = exchange(&mut conn, "/repos/group%2Fproject").await;
+    let echo: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(echo["path"], "/repos/group%2Fproject", "{}", r.head);
+}

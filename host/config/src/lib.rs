@@ -392,6 +392,18 @@ pub struct GatewaySettings {
     /// Requests with a larger body get 413 `APIG.0210` (announced by `Content-Length`, or
     /// counted as a chunked body streams).
     pub max_body_bytes: u64,
+    /// Paths with `%2F` or `%5C`: refused with 400 `APIG.0201` (default), or routed and
+    /// forwarded as they are, never decoded (`keep`: for APIs whose ids hold slashes, behind
+    /// backends that do not decode them into separators).
+    pub encoded_slashes: EncodedSlashes,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodedSlashes {
+    #[default]
+    Reject,
+    Keep,
 }
 
 impl Default for GatewaySettings {
@@ -411,6 +423,7 @@ impl Default for GatewaySettings {
             otlp: None,
             max_header_bytes: 32 << 10,
             max_body_bytes: 12 << 20,
+            encoded_slashes: EncodedSlashes::Reject,
         }
     }
 }

@@ -13,6 +13,8 @@ pub enum GatewayError {
     RouteNotFound,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("bad request: {0}")]
+    BadPath(crate::path::PathError),
     #[error("this domain requires a client certificate: connect with TLS, naming it (SNI)")]
     Misdirected,
     #[error("the request body is larger than a policy on this API accepts")]
@@ -47,7 +49,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             RouteNotFound => (StatusCode::NOT_FOUND, "APIG.0101"),
-            BadRequest(_) => (StatusCode::BAD_REQUEST, "APIG.0201"),
+            BadRequest(_) | BadPath(_) => (StatusCode::BAD_REQUEST, "APIG.0201"),
             BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "APIG.0204"),
             Misdirected => (StatusCode::MISDIRECTED_REQUEST, "APIG.0205"),
             BackendUnavailable => (StatusCode::BAD_GATEWAY, "APIG.0202"),

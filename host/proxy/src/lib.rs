@@ -11,6 +11,7 @@ pub mod debug;
 pub mod error;
 pub mod metrics;
 pub mod params;
+pub mod path;
 pub mod pipeline;
 pub mod policy;
 pub mod router;
@@ -181,11 +182,16 @@ pub struct RequestLimits {
     /// Header names and values, added up.
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
+    pub encoded_slashes: path::EncodedSlashes,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        RequestLimits { max_header_bytes: 32 << 10, max_body_bytes: 12 << 20 }
+        RequestLimits {
+            max_header_bytes: 32 << 10,
+            max_body_bytes: 12 << 20,
+            encoded_slashes: path::EncodedSlashes::Reject,
+        }
     }
 }
 

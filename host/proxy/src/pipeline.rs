@@ -193,7 +193,12 @@ async fn serve(
     let start_wall = SystemTime::now();
     let host = host_of(&req);
     let rid = request_id(req.headers());
-    let found = snapshot.router(req.headers()).and_then(|r| r.find(&host, req.method(), req.uri().path()));
+    let path = match crate::path::normalize(req.uri().path(), snapshot.limits.encoded_slashes) {
+        // Owned here anyway (the exchange keeps it); not a second allocation.
+        Ok(path) => path.into_owned(),
+        Err(e) => return finish(GatewayError::BadPath(e).to_response(&rid), &rid),
+    };
+    let found = snapshot.router(req.headers()).and_then(|r| r.find(&host, req.method(), &path));
     let Some(found) = found else {
         return finish(GatewayError::RouteNotFound.to_response(&rid), &rid);
     };
@@ -230,7 +235,7 @@ async fn serve(
         method: parts.method,
         scheme: conn.scheme(),
         host,
-        path: parts.uri.path().to_string(),
+        path,
         query: parts.uri.query().unwrap_or("").to_string(),
         params: found.params,
         headers: parts.headers,

@@ -273,6 +273,10 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
     let limits = wasmgate_proxy::RequestLimits {
         max_header_bytes: cfg.gateway.max_header_bytes,
         max_body_bytes: cfg.gateway.max_body_bytes,
+        encoded_slashes: match cfg.gateway.encoded_slashes {
+            config::EncodedSlashes::Reject => wasmgate_proxy::path::EncodedSlashes::Reject,
+            config::EncodedSlashes::Keep => wasmgate_proxy::path::EncodedSlashes::Keep,
+        },
     };
     let a = cfg.gateway.access_log;
     let access_log = a.enabled.then_some(match a.level {
