@@ -175,3 +175,42 @@ async fn encoded_slashes_can_be_kept_for_apis_whose_ids_hold_them() {
     let echo: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(echo["path"], "/repos/group%2Fproject", "{}", r.head);
 }
+
+/// The gateway process's resident memory.
+fn rss_bytes(gw: &Gateway) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid())).unwrap();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap();
+    kib.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_cannot_grow_host_memory_through_kv_beyond_its_quota() {
+    let gw = Gateway::start_whole(&format!(
+        "{}plugins: {{hostile: {{path: '{}'}}}}\ngroups:\n- id: g\n  apis:\n  - id: h\n    path: /h\n    match: prefix\n    backend: {{mock: {{body: fine}}}}\n    policies: [{{plugin: hostile, limits: {{kv_mib: 2}}}}]\n",
+        config_header_with("metrics_listen: '127.0.0.1:0'"),
+        fixture("hostile").display()
+    ));
+    let c = HttpClient::default();
+    assert_eq!(c.get(&gw.url("/h/kv-flood/1"), &[]).await.body, "refused 0 of 1");
+    let before = rss_bytes(&gw);
+    // 300 requests writing 160 values of 1 KiB each: 48 MB asked for, 2 MiB granted.
+    let mut refused = 0;
+    for _ in 0..300 {
+        let r = c.get(&gw.url("/h/kv-flood/160"), &[]).await;
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 200, "{body}");
+        let n: u64 =
+            body.strip_prefix("refused ").and_then(|b| b.split(' ').next()).unwrap().parse().unwrap();
+        refused += n;
+    }
+    let grown = rss_bytes(&gw).saturating_sub(before);
+    assert!(grown < 16 << 20, "RSS grew by {} MiB writing 48 MB into a 2 MiB quota", grown >> 20);
+    // 2 MiB holds about 1,900 entries of 1 KiB plus key and overhead; the rest was refused.
+    assert!((46_000..47_900).contains(&refused), "{refused} of 48,000 writes refused");
+    let samples = scrape(&gw).await;
+    let labels = "{api=\"h\",plugin=\"hostile\"}";
+    let bytes = sample(&samples, &format!("wasmgate_plugin_kv_bytes{labels}"));
+    assert!(bytes > 1.9e6 && bytes <= (2 << 20) as f64, "{bytes}");
+    assert_eq!(sample(&samples, &format!("wasmgate_plugin_kv_refused_total{labels}")), refused as f64);
+    gw.expect_log("kv write refused (full of entries without a TTL)").await;
+}

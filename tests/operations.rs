@@ -3,27 +3,8 @@
 
 mod common;
 
-use common::{Gateway, HttpClient, Upstream, config_header_with};
-use std::collections::HashMap;
+use common::{Gateway, HttpClient, Upstream, config_header_with, sample, scrape};
 use std::time::{Duration, Instant};
-
-/// Every sample of a scrape, by its series (`name{labels}`).
-async fn scrape(gw: &Gateway) -> HashMap<String, f64> {
-    let r = HttpClient::default().get(&format!("http://{}/metrics", gw.metrics.unwrap()), &[]).await;
-    assert_eq!(r.status, 200);
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap();
-            (series.to_string(), value.parse().unwrap())
-        })
-        .collect()
-}
-
-fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
-    samples.get(series).copied().unwrap_or(0.0)
-}
 
 fn config(upstream: &Upstream, extra_gateway: &str) -> String {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
@@ -43,7 +24,7 @@ async fn metrics_are_scraped_and_move_as_requests_flow() {
     let c = HttpClient::default();
     // Wait for the health check to take the dead member out, so every /a call answers 200.
     let since = Instant::now();
-    while get(
+    while sample(
         &scrape(&gw).await,
         &format!("wasmgate_upstream_member_up{{channel=\"pool\",member=\"{}\"}}", upstream.addr),
     ) != 1.0
@@ -73,7 +54,7 @@ async fn metrics_are_scraped_and_move_as_requests_flow() {
         c.get(&gw.url("/k"), &[]).await;
     }
     let after = scrape(&gw).await;
-    let delta = |series: &str| get(&after, series) - get(&before, series);
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
 
     assert_eq!(delta("wasmgate_requests_total{api=\"a\",class=\"2xx\",environment=\"RELEASE\"}"), 5.0);
     assert_eq!(delta("wasmgate_request_duration_seconds_count{api=\"a\",environment=\"RELEASE\"}"), 5.0);
@@ -100,10 +81,10 @@ async fn metrics_are_scraped_and_move_as_requests_flow() {
     }
     let state =
         "wasmgate_plugin_gauge{api=\"cb\",name=\"circuit_breaker_0_state\",plugin=\"circuit-breaker\"}";
-    assert_eq!(get(&scrape(&gw).await, state), 1.0, "{state}");
+    assert_eq!(sample(&scrape(&gw).await, state), 1.0, "{state}");
     // The health of each member.
     let up = |member: String| {
-        get(&after, &format!("wasmgate_upstream_member_up{{channel=\"pool\",member=\"{member}\"}}"))
+        sample(&after, &format!("wasmgate_upstream_member_up{{channel=\"pool\",member=\"{member}\"}}"))
     };
     assert_eq!(up(upstream.addr.to_string()), 1.0);
 }
@@ -290,7 +271,7 @@ async fn plugin_stats_count_each_calls_boundary_crossings() {
     }
     let samples = scrape(&gw).await;
     let series = |name: &str, labels: &str| {
-        get(&samples, &format!("{name}{{{labels}phase=\"request\",plugin=\"cors\"}}"))
+        sample(&samples, &format!("{name}{{{labels}phase=\"request\",plugin=\"cors\"}}"))
     };
     assert_eq!(series("wasmgate_plugin_counted_calls_total", ""), 4.0);
     // Per call, into the guest: the export, `realloc` for the packed input and post-return:

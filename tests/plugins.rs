@@ -104,7 +104,7 @@ fn inspect_says_what_each_component_is() {
             format!("name:         {name}\n"),
             "version:      0.1.0\n".into(),
             format!("language:     {language}\n"),
-            "contract:     wasmgate:plugin@0.2.0 (this gateway runs it)\n".into(),
+            "contract:     wasmgate:plugin@0.2.1 (this gateway runs it)\n".into(),
             "capabilities: log, counters\n".into(),
             "\"pattern\": \"^https?://\"".into(),
         ] {
@@ -129,7 +129,7 @@ async fn a_new_plugin_is_created_tested_and_served() {
     };
     run(wasmgate().args(["plugin", "new", "tenant-check", "--dir"]).arg(&dir));
     let built = run(wasmgate().args(["plugin", "build"]).arg(&dir));
-    assert!(built.contains("tenant-check 0.1.0 (rust), built against wasmgate:plugin@0.2.0"), "{built}");
+    assert!(built.contains("tenant-check 0.1.0 (rust), built against wasmgate:plugin@0.2.1"), "{built}");
     // The path the build printed, as an operator would copy it.
     let component = built.lines().find_map(|l| l.strip_prefix("  tenant-check: {path: ")).unwrap();
     let component = component.trim_end_matches('}').to_string();
@@ -159,9 +159,9 @@ async fn a_new_plugin_is_created_tested_and_served() {
 /// The Rust example with its contract version rewritten (the names are the only place it
 /// is written), as if built against another version of `wit/`.
 fn built_for(version: &str) -> PathBuf {
-    assert_eq!(version.len(), "0.2.0".len(), "same length, so the binary stays valid");
+    assert_eq!(version.len(), "0.2.1".len(), "same length, so the binary stays valid");
     let bytes = std::fs::read(ab_router("rust")).unwrap();
-    let (from, to) = (b"@0.2.0".as_slice(), format!("@{version}").into_bytes());
+    let (from, to) = (b"@0.2.1".as_slice(), format!("@{version}").into_bytes());
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes.as_slice();
     while let Some(at) = rest.windows(from.len()).position(|w| w == from) {
@@ -181,6 +181,8 @@ async fn plugins_built_for_0_2_x_run_and_others_are_refused_by_name() {
     let beta = Upstream::start().await;
     let (ok, text) = validate(&ab_config(&built_for("0.2.7"), &beta));
     assert!(ok, "a later patch level of the contract runs: {text}");
+    let (ok, text) = validate(&ab_config(&built_for("0.2.0"), &beta));
+    assert!(ok, "an earlier patch level runs: {text}");
     for other in ["0.1.0", "0.3.0"] {
         let (ok, text) = validate(&ab_config(&built_for(other), &beta));
         assert!(

@@ -37,7 +37,11 @@ pub fn bindings_of(
     let loaded = runtime.load(path).unwrap_or_else(|e| panic!("{e} (run scripts/build-plugins)"));
     let mut pool = runtime.pool_builder(name, &loaded, memory).expect("links");
     for i in 0..n {
-        let limits = CallLimits { cpu: Duration::from_millis(50), wall: Duration::from_secs(30) };
+        let limits = CallLimits {
+            cpu: Duration::from_millis(50),
+            wall: Duration::from_secs(30),
+            kv: Default::default(),
+        };
         pool.add(format!("bench:{name}#{i}"), "bench".into(), config.into(), limits);
     }
     pool.build().expect("instantiates").into_iter().map(|b| b.expect("config accepted")).collect()

@@ -10,7 +10,7 @@
 // not select `undefined`, `body` a `Uint8Array`. Answers follow the WIT types as
 // componentize-js maps them: records are objects, variants `{ tag, val }`, u64 `BigInt`;
 // header operations are packed here.
-import { write } from 'wasmgate:plugin/log@0.2.0';
+import { write } from 'wasmgate:plugin/log@0.2.1';
 
 /// A config error naming the field (`variants.beta`), as the gateway reports it.
 export class ConfigError extends Error {

@@ -574,3 +574,21 @@ impl Drop for Kafka {
         self.stop();
     }
 }
+
+/// Every sample of a scrape, by its series (`name{labels}`).
+pub async fn scrape(gw: &Gateway) -> std::collections::HashMap<String, f64> {
+    let r = HttpClient::default().get(&format!("http://{}/metrics", gw.metrics.unwrap()), &[]).await;
+    assert_eq!(r.status, 200);
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+pub fn sample(samples: &std::collections::HashMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}

@@ -889,11 +889,24 @@ pub struct PluginLimits {
     pub memory_mib: u32,
     /// Wall-clock cap per call, time waiting on outbound HTTP included.
     pub wall_ms: u64,
+    /// The binding's kv state on this node: bytes in all (keys, values and 64 bytes per
+    /// entry), entries, and the largest value. Entries with a TTL are evicted (least
+    /// recently used first) to make room; entries without one never are.
+    pub kv_mib: u32,
+    pub kv_entries: u32,
+    pub kv_value_kib: u32,
 }
 
 impl Default for PluginLimits {
     fn default() -> Self {
-        PluginLimits { cpu_ms: 50, memory_mib: 16, wall_ms: 30_000 }
+        PluginLimits {
+            cpu_ms: 50,
+            memory_mib: 16,
+            wall_ms: 30_000,
+            kv_mib: 4,
+            kv_entries: 10_000,
+            kv_value_kib: 64,
+        }
     }
 }
 
@@ -914,6 +927,8 @@ fn is_empty_document(text: &str) -> bool {
 pub const MAX_CPU_MS: u64 = 10_000;
 pub const MAX_MEMORY_MIB: u32 = 256;
 pub const MAX_WALL_MS: u64 = 120_000;
+pub const MAX_KV_MIB: u32 = 1024;
+pub const MAX_KV_ENTRIES: u32 = 10_000_000;
 
 impl GatewayConfig {
     /// Read, parse and validate a config file.
@@ -1337,6 +1352,16 @@ impl GatewayConfig {
                 format!("{} is outside 1..={MAX_MEMORY_MIB}", l.memory_mib),
             ));
         }
+        let kv = [
+            ("kv_mib", l.kv_mib, MAX_KV_MIB),
+            ("kv_entries", l.kv_entries, MAX_KV_ENTRIES),
+            ("kv_value_kib", l.kv_value_kib, l.kv_mib.saturating_mul(1024)),
+        ];
+        for (field, value, max) in kv {
+            if !(1..=max).contains(&value) {
+                return Err((format!("{ploc} > limits.{field}"), format!("{value} is outside 1..={max}")));
+            }
+        }
         Ok(())
     }
 
@@ -1648,6 +1673,20 @@ mod tests {
             (
                 format!("{API}    policies:\n    - plugin: cors\n      limits: {{memory_mib: 4096}}\n"),
                 "limits.memory_mib",
+            ),
+            (
+                format!("{API}    policies:\n    - plugin: cors\n      limits: {{kv_mib: 0}}\n"),
+                "limits.kv_mib",
+            ),
+            (
+                format!("{API}    policies:\n    - plugin: cors\n      limits: {{kv_entries: 0}}\n"),
+                "limits.kv_entries",
+            ),
+            (
+                format!(
+                    "{API}    policies:\n    - plugin: cors\n      limits: {{kv_mib: 1, kv_value_kib: 2048}}\n"
+                ),
+                "limits.kv_value_kib",
             ),
         ];
         for (yaml, field) in cases {

@@ -171,6 +171,8 @@ pub struct CallLimits {
     pub cpu: Duration,
     /// Time in all, waits included.
     pub wall: Duration,
+    /// The binding's kv quota.
+    pub kv: crate::capabilities::kv::KvLimits,
 }
 
 /// Collects a pool's bindings before the pool is built.
@@ -208,10 +210,13 @@ impl PoolBuilder {
         let ticks = limits.cpu.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64;
         // +1: the deadline counts from the next tick, which may be almost due.
         self.slots.push(Slot { config: config_json, cpu_ticks: ticks + 1, wall: limits.wall });
+        let kv = self.runtime.capabilities().kv.space(&namespace, &api_id, &self.plugin);
         self.scopes.push(BindingScope {
             namespace,
             api_id,
             plugin: self.plugin.clone(),
+            kv,
+            kv_limits: limits.kv,
             grants: Default::default(),
         });
         (self.slots.len() - 1) as u32

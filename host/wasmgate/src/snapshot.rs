@@ -17,6 +17,7 @@ use wasmgate_proxy::router::Router;
 use wasmgate_proxy::tls::{ClientCa, LoadedCertificate, TlsStore};
 use wasmgate_proxy::upstream::{self, ClientSettings, Upstreams};
 use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, ProxyState, Snapshot};
+use wasmgate_runtime::capabilities::kv::{KvLimits, KvMetrics};
 use wasmgate_runtime::{CallLimits, PluginRuntime, PoolBuilder};
 
 /// What snapshots are built with, kept for the process: plugins are compiled by the
@@ -39,6 +40,7 @@ impl Builder {
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
         metrics.register(Box::new(runtime.capabilities().gauges.gauges.clone()));
+        metrics.register(Box::new(KvMetrics::new(runtime.capabilities().kv.clone())));
         Builder { runtime, plugin_dir, upstreams: Arc::new(Upstreams::new(probes)), metrics, spans: None }
     }
 
@@ -154,6 +156,11 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
                 CallLimits {
                     cpu: Duration::from_millis(b.limits.cpu_ms),
                     wall: Duration::from_millis(b.limits.wall_ms),
+                    kv: KvLimits {
+                        max_bytes: (b.limits.kv_mib as usize) << 20,
+                        max_entries: b.limits.kv_entries as usize,
+                        max_value_bytes: (b.limits.kv_value_kib as usize) << 10,
+                    },
                 },
             );
             if let Some(name) = &b.policy {

@@ -222,7 +222,8 @@ impl Policy for Authorizer {
         match self.ask(req) {
             Ok(Ok(grant)) => {
                 if self.cache_ms > 0 {
-                    kv::set(&cache_key, &grant.encode(), Some(self.cache_ms));
+                    // A grant that does not fit the binding's kv quota is asked for again.
+                    let _ = kv::put(&cache_key, &grant.encode(), Some(self.cache_ms));
                 }
                 RequestAction::Continue(grant.into_changes())
             }
@@ -232,7 +233,7 @@ impl Policy for Authorizer {
                 let w =
                     counters::increment(&key, 1, u64::MAX, bf.window * 1000, counters::Consistency::Local);
                 if w.count >= bf.denials {
-                    kv::set(
+                    let _ = kv::put(
                         &block_key,
                         (now + bf.block * 1000).to_string().as_bytes(),
                         Some(bf.block * 1000),

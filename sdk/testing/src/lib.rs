@@ -129,7 +129,11 @@ impl Plugin {
             self.runtime.pool_builder(&self.name, &self.loaded, 16 << 20).map_err(|e| e.to_string())?;
         let number = self.bindings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let namespace = format!("{API_ID}#{number}:{}", self.name);
-        let limits = CallLimits { cpu: Duration::from_millis(50), wall: Duration::from_secs(30) };
+        let limits = CallLimits {
+            cpu: Duration::from_millis(50),
+            wall: Duration::from_secs(30),
+            kv: Default::default(),
+        };
         pool.add(namespace.clone(), API_ID.into(), config.to_string(), limits);
         let policy = pool.build().map_err(|e| e.to_string())?.pop().expect("one binding");
         let policy = policy.map_err(|e| e.to_string())?;
@@ -225,7 +229,7 @@ impl Binding<'_> {
 
     /// The binding's kv value at `key`.
     pub fn kv(&self, key: &str) -> Option<Vec<u8>> {
-        self.plugin.runtime.capabilities().kv.get(&namespaced(&self.namespace, key))
+        self.plugin.runtime.capabilities().kv.get_space(&self.namespace)?.get(key)
     }
 
     /// The binding's gauge `name` (`metrics.set-gauge`), 0 if never set.

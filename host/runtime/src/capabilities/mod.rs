@@ -22,7 +22,8 @@ pub struct Capabilities {
     pub counters: counters::LocalCounters,
     /// Set once at start-up when the gateway is configured with Redis.
     pub cluster: std::sync::OnceLock<cluster::ClusterCounters>,
-    pub kv: kv::KvStore,
+    /// Every binding's kv space; shared with the metrics collector.
+    pub kv: Arc<kv::KvStore>,
     /// Swapped whole when a new config is accepted.
     pub credentials: arc_swap::ArcSwap<credentials::CredentialStore>,
     /// Kafka producers, kept across reloads.
@@ -34,11 +35,14 @@ pub struct Capabilities {
 
 /// Who is calling: set on the store before each phase call.
 pub struct BindingScope {
-    /// Keys in counters and kv are prefixed with this. Stable across reloads (API id,
+    /// Keys in counters are prefixed with this, and kv spaces found by it. Stable across reloads (API id,
     /// plugin and position), so state survives a config reload.
     pub namespace: String,
     pub api_id: String,
     pub plugin: Arc<str>,
+    /// The binding's kv space (kept across reloads by namespace) and its quota.
+    pub kv: Arc<kv::Space>,
+    pub kv_limits: kv::KvLimits,
     /// What the binding declared, granted when its config was accepted.
     pub grants: std::sync::OnceLock<Grants>,
 }
@@ -51,10 +55,6 @@ pub struct Grants {
 }
 
 impl BindingScope {
-    pub(crate) fn key(&self, key: &str) -> String {
-        namespaced(&self.namespace, key)
-    }
-
     /// `key` in this binding's namespace, written into `buf` (reused across calls).
     pub(crate) fn key_into(&self, key: &str, buf: &mut String) {
         namespaced_into(&self.namespace, key, buf);

@@ -1,7 +1,7 @@
 // Header-based A/B router: a request whose `header` names one of `variants` goes to that
 // variant's backend; every response says which variant served it and how many requests
 // that variant has had in the current minute on this node (a host counter).
-import { increment } from 'wasmgate:plugin/counters@0.2.0';
+import { increment } from 'wasmgate:plugin/counters@0.2.1';
 import { ConfigError, bindingInfo, definePolicy, header, onlyHeaders, proceed, setHeader } from '../../wasmgate.js';
 
 export const policy = definePolicy({
