@@ -73,6 +73,10 @@ pub struct Admin {
     store: Arc<Store>,
     gateway: Arc<dyn Gateway>,
     token_sha256: [u8; 32],
+    /// One upload is read and compiled at a time: compiling a large component (an
+    /// interpreter) takes hundreds of MiB for a moment, and concurrent uploads must not add
+    /// those up.
+    uploads: tokio::sync::Semaphore,
 }
 
 /// Read the admin token's hash, making a token first if the store has none. Returns the
@@ -104,7 +108,7 @@ fn parse_hash(stored: &str) -> Result<[u8; 32], StoreError> {
 
 impl Admin {
     pub fn new(store: Arc<Store>, gateway: Arc<dyn Gateway>, token_sha256: [u8; 32]) -> Arc<Admin> {
-        Arc::new(Admin { store, gateway, token_sha256 })
+        Arc::new(Admin { store, gateway, token_sha256, uploads: tokio::sync::Semaphore::new(1) })
     }
 
     /// Serve until the task is dropped.
@@ -310,6 +314,9 @@ impl Admin {
     /// by the new code.
     async fn upload(&self, req: Request<Incoming>, name: &str) -> Result<Response<Full<Bytes>>, ApiError> {
         let expect = precondition(&req)?;
+        // Before reading tens of MiB for a name that cannot be stored.
+        wasmgate_config::check_id(name).map_err(|m| ApiError::invalid("id", m))?;
+        let _one_at_a_time = self.uploads.acquire().await.map_err(|e| ApiError::internal(e.to_string()))?;
         let bytes = Limited::new(req.into_body(), MAX_COMPONENT).collect().await.map_err(|e| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -424,6 +431,7 @@ impl Admin {
         mut body: Value,
         expect: Expect,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
+        wasmgate_config::check_id(id).map_err(|m| ApiError::invalid("id", m))?;
         let Some(fields) = body.as_object_mut() else {
             return Err(ApiError::bad_request("the body must be a JSON object".into()));
         };

@@ -59,9 +59,9 @@ pub fn import(
                 skip(&mut out, path, method, &reason);
                 continue;
             }
-            let id = match op.get("operationId").and_then(Value::as_str) {
-                Some(op_id) => slug(op_id),
-                None => format!("{method}{}", slug(path)),
+            let id = match op.get("operationId").map(|id| slug(id.as_str().unwrap_or(""))) {
+                Some(op_id) if !op_id.is_empty() => op_id,
+                _ => slug(&format!("{method}{}", slug(path))),
             };
             if taken(&id) || out.apis.iter().any(|(other, _)| *other == id) {
                 skip(&mut out, path, method, &format!("an API with the id `{id}` exists already"));
@@ -113,12 +113,15 @@ fn template(path: &str) -> Result<(), String> {
 }
 
 /// An API id from free text: letters, digits, `_` and `-`; anything else becomes `-`.
+/// An API id (`wasmgate_config::check_id`) from free text: other characters become `-`, and
+/// it starts with a letter or digit and has at most 128 of them.
 fn slug(text: &str) -> String {
     let s: String = text
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
         .collect();
-    s.trim_matches('-').to_string()
+    let s = s.trim_start_matches(['-', '_']);
+    s[..s.len().min(128)].trim_end_matches('-').to_string()
 }
 
 /// An OpenAPI 3.0 description of a group's APIs (`ANY` is described as each method).
@@ -168,5 +171,11 @@ mod tests {
         assert!(template("/files/{name}.json").unwrap_err().contains("whole segment"));
         assert!(template("pets").is_err());
         assert_eq!(slug("list pets!"), "list-pets");
+        assert_eq!(slug("__private"), "private");
+        assert_eq!(slug(&"x".repeat(200)).len(), 128);
+        for text in ["list pets!", "__private", "get/pets/{id}", "ünïcode"] {
+            let id = slug(text);
+            assert!(id.is_empty() || wasmgate_config::check_id(&id).is_ok(), "{text} -> {id}");
+        }
     }
 }

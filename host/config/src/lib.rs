@@ -910,6 +910,22 @@ impl Default for PluginLimits {
     }
 }
 
+/// Ids and names of everything the admin API addresses by URL (`/apis/ID`): 1 to 128 of
+/// `A-Z a-z 0-9 . _ -`, starting with a letter or digit, so an id is always one clean path
+/// segment (no `/`, `%`, `..` or spaces), in URLs, logs, metric labels and file names alike.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = (1..=128).contains(&id.len())
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{id}` is not a valid id: 1 to 128 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        ))
+    }
+}
+
 /// Nothing but blank lines, comments, document markers or a null.
 fn is_empty_document(text: &str) -> bool {
     let mut content = text
@@ -1003,9 +1019,40 @@ impl GatewayConfig {
         Ok(config)
     }
 
+    /// Every id and name a resource is addressed by, against [`check_id`].
+    fn check_ids(&self) -> Result<(), (String, String)> {
+        let mut ids: Vec<(String, &str)> = Vec::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            ids.push((format!("groups[{i}].id"), &g.id));
+            for (j, a) in g.apis.iter().enumerate() {
+                ids.push((format!("group `{}` > apis[{j}].id", g.id), &a.id));
+            }
+        }
+        ids.extend(
+            self.credentials.iter().enumerate().map(|(i, c)| (format!("credentials[{i}].id"), c.id.as_str())),
+        );
+        ids.extend(
+            self.certificates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (format!("certificates[{i}].name"), c.name.as_str())),
+        );
+        ids.extend(
+            self.environments
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (format!("environments[{i}].name"), e.name.as_str())),
+        );
+        ids.extend(self.channels.keys().map(|k| (format!("channels.{k}"), k.as_str())));
+        ids.extend(self.policies.keys().map(|k| (format!("policies.{k}"), k.as_str())));
+        ids.extend(self.plugins.keys().map(|k| (format!("plugins.{k}"), k.as_str())));
+        ids.into_iter().try_for_each(|(at, id)| check_id(id).map_err(|m| (at, m)))
+    }
+
     /// Checks serde cannot express. Returns (location, message) of the first problem.
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |loc: String, msg: String| Err((loc, msg));
+        self.check_ids()?;
         if self.listeners.is_empty() {
             return err("listeners".into(), "at least one listener is needed".into());
         }
@@ -1103,9 +1150,6 @@ impl GatewayConfig {
         let mut served = HashSet::new();
         for group in &self.groups {
             let gloc = format!("group `{}`", group.id);
-            if group.id.trim().is_empty() {
-                return err("groups".into(), "a group has an empty id".into());
-            }
             if !group_ids.insert(group.id.as_str()) {
                 return err(gloc, "group id is used twice".into());
             }
@@ -1151,9 +1195,6 @@ impl GatewayConfig {
             }
             for api in &group.apis {
                 let aloc = format!("{gloc} > api `{}`", api.id);
-                if api.id.trim().is_empty() {
-                    return err(gloc, "an api has an empty id".into());
-                }
                 // The same API may be listed once per environment (a store serves each
                 // environment's published version), never twice in one.
                 let default = std::slice::from_ref(&self.gateway.environment);
@@ -1693,6 +1734,21 @@ mod tests {
             let e = parse(&yaml).unwrap_err();
             assert!(e.location.ends_with(field), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn ids_are_one_clean_path_segment() {
+        for good in ["a", "get-user", "v1.2_beta", "RELEASE", &"x".repeat(128)] {
+            assert_eq!(check_id(good), Ok(()), "{good}");
+        }
+        for bad in ["", "..%2f..%2fetc", "../x", "..", ".hidden", "-x", "a b", "a/b", "é", &"x".repeat(129)]
+        {
+            assert!(check_id(bad).unwrap_err().contains("is not a valid id"), "{bad}");
+        }
+        let e = parse(&API.replace("id: a", "id: '..%2f..%2fetc'")).unwrap_err();
+        assert_eq!(e.location, "group `g` > apis[0].id");
+        let e = parse(&format!("channels: {{'a b': {{members: [{{address: 'h:1'}}]}}}}\n{API}")).unwrap_err();
+        assert_eq!(e.location, "channels.a b");
     }
 
     #[test]

@@ -237,6 +237,7 @@ impl PoolBuilder {
             scopes: self.scopes.into(),
             slots: self.slots,
             idle: ArrayQueue::new(IDLE_INSTANCES),
+            _info: self.info.clone(),
         });
         let instantiate = || {
             now(pool.instantiate()).unwrap_or_else(|| Err(waited())).map_err(|e| RuntimeError::Invalid {
@@ -303,6 +304,8 @@ pub struct PluginPool {
     idle: ArrayQueue<Instance>,
     /// Where calls' boundary crossings are added up, when counted.
     stats: Option<Arc<crate::stats::PluginStats>>,
+    /// Held so the runtime keeps the compiled component for reuse while this pool lives.
+    _info: Arc<PluginInfo>,
 }
 
 /// Run a call into the guest, containing host panics.
