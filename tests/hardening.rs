@@ -2,6 +2,8 @@
 
 mod common;
 use common::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -213,4 +215,201 @@ async fn a_plugin_cannot_grow_host_memory_through_kv_beyond_its_quota() {
     assert!(bytes > 1.9e6 && bytes <= (2 << 20) as f64, "{bytes}");
     assert_eq!(sample(&samples, &format!("wasmgate_plugin_kv_refused_total{labels}")), refused as f64);
     gw.expect_log("kv write refused (full of entries without a TTL)").await;
+}
+
+/// A gateway whose listener closes a connection 1 s after it is ready for a request head that
+/// has not arrived, or 1.5 s after it last did anything.
+fn gateway_with_short_timeouts() -> Gateway {
+    Gateway::start_whole(&format!(
+        "listeners: [{{address: '127.0.0.1:0', limits: {{header_timeout_ms: 1000, idle_timeout_ms: 1500}}}}]\ngateway: {{plugin_cache_dir: '{}'}}\ngroups:\n- id: g\n  apis:\n  - {{id: ok, path: /ok, backend: {{mock: {{body: fine}}}}}}\n",
+        common::repo_root().join("target/test-plugin-cache").display()
+    ))
+}
+
+/// How long until the server closes `conn` (reads end), while `dribble` bytes are sent one
+/// every 200 ms; fails after 10 s.
+async fn closed_after(conn: &mut TcpStream, dribble: &[u8]) -> Duration {
+    let started = std::time::Instant::now();
+    let mut buf = [0; 4096];
+    let mut pending = dribble.iter();
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(10), "still open after 10 s");
+        if let Some(b) = pending.next() {
+            let _ = conn.write_all(&[*b]).await;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_idle_and_dribbling_connections_are_closed() {
+    let gw = gateway_with_short_timeouts();
+    // Sends nothing.
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    let t = closed_after(&mut silent, b"").await;
+    assert!(t >= Duration::from_millis(900) && t < Duration::from_secs(3), "silent: closed after {t:?}");
+    // One request, then idle on keep-alive.
+    let mut idle = connect(&gw).await;
+    assert_eq!(exchange(&mut idle, "/ok").await.body, b"fine");
+    let t = closed_after(idle.get_mut(), b"").await;
+    assert!(t < Duration::from_secs(3), "idle keep-alive: closed after {t:?}");
+    // A header byte every 200 ms (slowloris): never a whole head.
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    let t = closed_after(&mut slow, &b"GET /ok HTTP/1.1\r\nhost: x\r\nx-a: b\r\nx-c: d\r\n".repeat(4)).await;
+    assert!(t < Duration::from_secs(3), "dribbling: closed after {t:?}");
+    // An HTTP/2 connection (prior knowledge) with no stream open.
+    let tcp = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driven = tokio::spawn(conn);
+    let (response, _) = h2.send_request(http::Request::get(gw.url("/ok")).body(()).unwrap(), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    let started = std::time::Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), driven).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was still open after 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(1400), "closed after {:?}", started.elapsed());
+}
+
+/// Sequential requests from a well-behaved client for `for_how_long`: (p50, p99, errors).
+async fn normal_client(gw: &Gateway, for_how_long: Duration) -> (Duration, Duration, usize) {
+    let c = HttpClient::default();
+    let (mut took, mut errors) = (Vec::new(), 0);
+    let started = std::time::Instant::now();
+    while started.elapsed() < for_how_long {
+        let t = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(2), c.get(&gw.url("/ok"), &[])).await;
+        match r {
+            Ok(r) if r.status == 200 && r.body == "fine" => took.push(t.elapsed()),
+            _ => errors += 1,
+        }
+    }
+    took.sort();
+    (took[took.len() / 2], took[took.len() * 99 / 100], errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_and_rapid_reset_do_not_hurt_a_normal_client() {
+    let gw =
+        Gateway::start("groups:\n- id: g\n  apis:\n  - {id: ok, path: /ok, backend: {mock: {body: fine}}}\n");
+    let (p50, p99, errors) = normal_client(&gw, Duration::from_secs(2)).await;
+    assert_eq!(errors, 0);
+    eprintln!("normal client alone: p50 {p50:?}, p99 {p99:?}");
+
+    // 500 slowloris connections, each sending a header byte every 100 ms.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for _ in 0..500 {
+        let (addr, stop) = (gw.addr, stop.clone());
+        attackers.push(tokio::spawn(async move {
+            let Ok(mut s) = TcpStream::connect(addr).await else { return };
+            let head = b"GET /ok HTTP/1.1\r\nhost: x\r\n".iter().chain(std::iter::repeat(&b'a'));
+            for b in head {
+                if stop.load(Ordering::Relaxed) || s.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }));
+    }
+    // HTTP/2 rapid reset (CVE-2023-44487) in raw frames: each stream is opened and
+    // cancelled in the same write, a hundred at a time, on connection after connection.
+    let rapid_reset = {
+        let (addr, stop) = (gw.addr, stop.clone());
+        tokio::spawn(async move {
+            let (mut resets, mut connections, mut calmed) = (0u64, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(s) = TcpStream::connect(addr).await else { break };
+                connections += 1;
+                let (mut rx, mut tx) = s.into_split();
+                let goaway = tokio::spawn(async move { h2_goaway_code(&mut rx).await });
+                let _ = tx.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await;
+                let mut stream = 1u32;
+                while !stop.load(Ordering::Relaxed) && !goaway.is_finished() {
+                    let mut batch = Vec::new();
+                    for _ in 0..100 {
+                        batch.extend_from_slice(&h2_get_then_cancel(stream));
+                        stream += 2;
+                    }
+                    if tx.write_all(&batch).await.is_err() {
+                        break;
+                    }
+                    resets += 100;
+                    tokio::task::yield_now().await;
+                }
+                drop(tx);
+                if let Ok(Ok(Some(0xb))) = tokio::time::timeout(Duration::from_secs(1), goaway).await {
+                    calmed += 1;
+                }
+            }
+            (resets, connections, calmed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (p50, p99, errors) = normal_client(&gw, Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (resets, connections, calmed) = rapid_reset.await.unwrap();
+    for a in attackers {
+        let _ = a.await;
+    }
+    eprintln!(
+        "under 500 slowloris connections and {resets} rapid resets on {connections} HTTP/2 connections \
+         ({calmed} ended by GOAWAY ENHANCE_YOUR_CALM): p50 {p50:?}, p99 {p99:?}, {errors} errors"
+    );
+    assert_eq!(errors, 0, "the normal client had errors");
+    assert!(p99 < Duration::from_millis(250), "p99 {p99:?} under attack");
+    assert!(
+        connections > 10 && calmed * 10 >= connections * 9,
+        "{calmed} of {connections} told to calm down"
+    );
+}
+
+/// HEADERS for `GET /ok` (HPACK: :method GET, :scheme http, :path /ok, :authority x) on
+/// `stream`, then RST_STREAM CANCEL.
+fn h2_get_then_cancel(stream: u32) -> Vec<u8> {
+    let block = [0x82, 0x86, 0x04, 3, b'/', b'o', b'k', 0x01, 1, b'x'];
+    let mut out = vec![0, 0, block.len() as u8, 0x1, 0x4 | 0x1];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(&block);
+    out.extend_from_slice(&[0, 0, 4, 0x3, 0]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(&8u32.to_be_bytes());
+    out
+}
+
+/// Read the server's frames until a GOAWAY (its error code) or the end of the connection.
+async fn h2_goaway_code(rx: &mut (impl tokio::io::AsyncRead + Unpin)) -> Option<u32> {
+    let mut head = [0u8; 9];
+    loop {
+        rx.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        rx.read_exact(&mut payload).await.ok()?;
+        if head[3] == 0x7 && len >= 8 {
+            return Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_holds_at_most_its_connection_limit() {
+    let gw = Gateway::start_whole(&format!(
+        "listeners: [{{address: '127.0.0.1:0', limits: {{max_connections: 3}}}}]\ngateway: {{plugin_cache_dir: '{}'}}\ngroups:\n- id: g\n  apis:\n  - {{id: ok, path: /ok, backend: {{mock: {{body: fine}}}}}}\n",
+        common::repo_root().join("target/test-plugin-cache").display()
+    ));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect(&gw).await;
+        assert_eq!(exchange(&mut c, "/ok").await.body, b"fine");
+        held.push(c);
+    }
+    // The fourth waits in the backlog: its request is not read while three are open.
+    let mut fourth = connect(&gw).await;
+    fourth.get_mut().write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(500), read_response(&mut fourth)).await;
+    assert!(early.is_err(), "a fourth connection was served");
+    drop(held.pop());
+    let r = tokio::time::timeout(Duration::from_secs(3), read_response(&mut fourth)).await;
+    assert_eq!(r.expect("served once a connection closed").body, b"fine");
 }

@@ -324,6 +324,7 @@ fn default_listeners() -> Vec<Listener> {
         address: SocketAddr::from(([127, 0, 0, 1], 8080)),
         trusted_proxies: Vec::new(),
         tls: None,
+        limits: ListenerLimits::default(),
     }]
 }
 
@@ -340,6 +341,38 @@ pub struct Listener {
     /// certificate of the domain the client names (SNI).
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// What one client may hold of this listener; defaults like nginx's.
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerLimits {
+    /// Open connections; beyond it new ones wait in the kernel's backlog (nginx's
+    /// `worker_connections`).
+    pub max_connections: u32,
+    /// Time for a request head to arrive, counted from when the connection is ready for
+    /// one (nginx's `client_header_timeout`); on HTTP/1.1 that includes waiting idle for
+    /// the next request, so a connection that sends nothing, or a byte now and then, is
+    /// closed.
+    pub header_timeout_ms: u64,
+    /// A connection with no request in flight and no bytes either way for this long is
+    /// closed (nginx's `keepalive_timeout`; HTTP/2 too).
+    pub idle_timeout_ms: u64,
+    /// Streams one HTTP/2 connection may have open (nginx's `http2_max_concurrent_streams`).
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: 10_000,
+            header_timeout_ms: 60_000,
+            idle_timeout_ms: 75_000,
+            http2_max_concurrent_streams: 128,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -1061,6 +1094,21 @@ impl GatewayConfig {
             // Port 0 asks the OS for a free port each time, so it can repeat.
             if l.address.port() != 0 && !addrs.insert(l.address) {
                 return err(format!("listeners[{i}]"), format!("{} is listed twice", l.address));
+            }
+            let m = &l.limits;
+            let ranges = [
+                ("max_connections", m.max_connections as u64, 1, 1_000_000),
+                ("header_timeout_ms", m.header_timeout_ms, 100, 3_600_000),
+                ("idle_timeout_ms", m.idle_timeout_ms, 100, 86_400_000),
+                ("http2_max_concurrent_streams", m.http2_max_concurrent_streams as u64, 1, 10_000),
+            ];
+            for (field, value, min, max) in ranges {
+                if !(min..=max).contains(&value) {
+                    return err(
+                        format!("listeners[{i}].limits.{field}"),
+                        format!("{value} is outside {min}..={max}"),
+                    );
+                }
             }
         }
         for (name, source) in &self.plugins {

@@ -42,7 +42,7 @@ pub async fn call(
     };
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
     let server = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(server_io), crate::server::service(state, conn));
+        .serve_connection(TokioIo::new(server_io), crate::server::service(state, conn, Default::default()));
     tokio::spawn(server);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(client_io)).await?;
     tokio::spawn(connection);

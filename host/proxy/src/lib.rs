@@ -37,6 +37,27 @@ pub struct ListenerSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Present on HTTPS listeners.
     pub tls: Option<ListenerTls>,
+    pub limits: ListenerLimits,
+}
+
+/// What one client may hold of a listener (`listeners[].limits`).
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLimits {
+    pub max_connections: usize,
+    pub header_timeout: std::time::Duration,
+    pub idle_timeout: std::time::Duration,
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_connections: 10_000,
+            header_timeout: std::time::Duration::from_secs(60),
+            idle_timeout: std::time::Duration::from_secs(75),
+            http2_max_concurrent_streams: 128,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -249,8 +270,8 @@ mod tests {
     #[test]
     fn the_client_is_the_rightmost_untrusted_forwarded_hop_behind_a_trusted_proxy() {
         let settings = ListenerSettings {
-            tls: None,
             trusted_proxies: vec!["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            ..Default::default()
         };
         let mut h = http::HeaderMap::new();
         h.insert("x-forwarded-for", "198.51.100.9, 203.0.113.5, 10.0.0.2".parse().unwrap());

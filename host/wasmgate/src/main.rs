@@ -355,6 +355,12 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
         let settings = Arc::new(ListenerSettings {
             trusted_proxies: l.trusted_proxies.clone(),
             tls: l.tls.as_ref().map(|t| ListenerTls { default_certificate: t.default_certificate.clone() }),
+            limits: wasmgate_proxy::ListenerLimits {
+                max_connections: l.limits.max_connections as usize,
+                header_timeout: Duration::from_millis(l.limits.header_timeout_ms),
+                idle_timeout: Duration::from_millis(l.limits.idle_timeout_ms),
+                http2_max_concurrent_streams: l.limits.http2_max_concurrent_streams,
+            },
         });
         servers.push(tokio::spawn(wasmgate_proxy::server::serve(
             settings,
