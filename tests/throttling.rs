@@ -300,3 +300,27 @@ async fn credential_quota_counts_each_app_across_the_apis_of_the_policy() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_on_a_slow_redis_does_not_count_against_the_plugins_cpu_deadline() {
+    // A "Redis" that accepts connections and never answers: every check waits the whole
+    // timeout (300 ms), six times the plugin's CPU deadline (50 ms), then counts locally.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let gw = Gateway::start_whole(&format!(
+        "{}groups:\n  - id: g\n    apis:\n      - {{id: a, path: /a, backend: {{mock: {{body: ok}}}}, policies: [{{plugin: throttling, config: {{api_limit: 2, unit: hour, algorithm: counter}}, limits: {{cpu_ms: 50}}}}]}}\n",
+        config_header_with(&format!("redis: {{url: 'redis://{addr}', timeout_ms: 300}}"))
+    ));
+    let c = HttpClient::default();
+    let started = std::time::Instant::now();
+    let r = c.get(&gw.url("/a"), &[]).await;
+    assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]), "{:?}", String::from_utf8_lossy(&r.body));
+    assert!(started.elapsed() >= Duration::from_millis(300), "Redis was not waited for");
+    gw.expect_log("redis unavailable: counting on this node").await;
+    // Counted locally from then on (Redis is left alone for a second).
+    assert_eq!(statuses(&c, &gw.url("/a"), &[], 2).await, [200, 429]);
+}

@@ -86,10 +86,15 @@ impl Host for HostState {
         let now = self.caps.clock.now_ms();
         // Cluster counting when Redis is configured and answering; this node's counters
         // otherwise (no Redis configured, or Redis down).
-        if let (Consistency::Cluster, Some(cluster)) = (consistency, self.caps.cluster.get())
-            && let Some(w) = cluster.increment(&self.key_buf, delta, limit, window_ms, now)
-        {
-            return w;
+        if let (Consistency::Cluster, Some(cluster)) = (consistency, self.caps.cluster.get()) {
+            let started = std::time::Instant::now();
+            let counted = cluster.increment(&self.key_buf, delta, limit, window_ms, now);
+            // Waiting on Redis is not the plugin's CPU time: the deadline gives it back, as
+            // for outbound HTTP (a slow Redis under load turned into APIG.0502 before).
+            self.net_wait += started.elapsed();
+            if let Some(w) = counted {
+                return w;
+            }
         }
         self.caps.counters.increment(&self.key_buf, delta, limit, window_ms, now)
     }
