@@ -535,6 +535,11 @@ async fn debug_calls_an_unpublished_api_and_traces_each_policy() {
     assert_eq!(steps[2]["declared"], true);
     assert_eq!(steps[2]["changes"], json!(["set header x-debugged: yes"]));
     assert!(steps.iter().all(|s| s["micros"].is_u64()));
+    // Each step says what its binding was granted (built-ins reach only what their config says).
+    assert_eq!(
+        steps[0]["grants"],
+        "outbound none; log sinks none; backend overrides as its config says (built in)"
+    );
     // The backend request as sent: the gateway's own headers added, the client's kept.
     let backend = &trace["backend"];
     assert_eq!((backend["kind"].as_str(), backend["method"].as_str()), (Some("http"), Some("POST")));

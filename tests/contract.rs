@@ -11,7 +11,7 @@ fn config(up: &Upstream, other: &Upstream) -> String {
     format!(
         r#"
 plugins:
-  inspector: {{path: "{inspector}"}}
+  inspector: {{path: "{inspector}", grants: {{backends: ["{o}"]}}}}
 groups:
   - id: g
     apis:

@@ -413,3 +413,61 @@ async fn a_listener_holds_at_most_its_connection_limit() {
     let r = tokio::time::timeout(Duration::from_secs(3), read_response(&mut fourth)).await;
     assert_eq!(r.expect("served once a connection closed").body, b"fine");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_plugin_gets_only_the_capabilities_its_operator_entry_allows() {
+    let (up, elsewhere) = (Upstream::start().await, Upstream::start().await);
+    let inspector = fixture("inspector").display().to_string();
+    let outbound = fixture("outbound").display().to_string();
+    let config = |grants: &str| {
+        format!(
+            "plugins:\n  inspector: {{path: '{inspector}', grants: {grants}}}\n  outbound: {{path: '{outbound}'}}\ngroups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{http: {{url: '{}'}}}}\n    policies: [{{plugin: inspector, config: {{reroute_to: '{}'}}}}]\n",
+            up.url(),
+            elsewhere.url()
+        )
+    };
+    // Its backend override may only go where plugins.inspector.grants.backends says.
+    let gw = Gateway::start(&config("{}"));
+    let c = HttpClient::default();
+    let r = c.get(&gw.url("/a"), &[("x-reroute", "1")]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (500, "APIG.0504"), "{:?}", r.body);
+    assert_eq!(elsewhere.hits(), 0, "the request reached a backend nobody granted");
+    gw.expect_log(&format!(
+        "backend `{}` is not allowed by plugins.inspector.grants.backends",
+        elsewhere.url()
+    ))
+    .await;
+    let gw = Gateway::start(&config(&format!("{{backends: ['{}']}}", elsewhere.url())));
+    assert_eq!(c.get(&gw.url("/a"), &[("x-reroute", "1")]).await.status, 200);
+    assert_eq!(elsewhere.hits(), 1);
+
+    // Outbound origins it declares beyond its grants are refused at load, named.
+    let declares = |grants: &str| {
+        format!(
+            "plugins:\n  outbound: {{path: '{outbound}', grants: {grants}}}\ngroups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies: [{{plugin: outbound, config: {{grant: ['http://169.254.169.254']}}}}]\n"
+        )
+    };
+    let (ok, out) = validate(&declares("{}"));
+    assert!(
+        !ok && out.contains("policies[0] (outbound)")
+            && out.contains("outbound origin `http://169.254.169.254:80` is not allowed by plugins.outbound.grants.outbound"),
+        "{out}"
+    );
+    // `validate` lists what each binding of a custom plugin got.
+    let (ok, out) = validate(&declares("{outbound: ['http://169.254.169.254']}"));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("grants: group `g` > api `a` > policies[0] (outbound): outbound http://169.254.169.254:80; log sinks none; backend overrides none"),
+        "{out}"
+    );
+    // `plugin inspect --config` shows what a config would make it declare.
+    let out = wasmgate()
+        .args(["plugin", "inspect", &outbound, "--config", r#"{"grant": ["https://auth.example"]}"#])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("with this config it declares: outbound https://auth.example:443; log sinks none"),
+        "{text}"
+    );
+}

@@ -12,7 +12,7 @@ fn gateway(grant: &str, limits: &str) -> Gateway {
 
 fn api(grant: &str, limits: &str) -> String {
     format!(
-        "plugins:\n  outbound: {{path: '{}'}}\ngroups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies:\n    - plugin: outbound\n      config: {{grant: [{grant}]}}\n      limits: {limits}\n",
+        "plugins:\n  outbound: {{path: '{}', grants: {{outbound: [{grant}]}}}}\ngroups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies:\n    - plugin: outbound\n      config: {{grant: [{grant}]}}\n      limits: {limits}\n",
         fixture("outbound").display()
     )
 }
@@ -144,7 +144,7 @@ async fn timeouts_and_the_response_cap_reach_the_plugin_as_errors() {
 fn grants_and_wall_limits_are_checked_at_load() {
     let body = |grant: &str, limits: &str| {
         format!(
-            "plugins:\n  outbound: {{path: '{}'}}\ngroups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies:\n    - plugin: outbound\n      config: {{grant: ['{grant}']}}\n      limits: {limits}\n",
+            "plugins:\n  outbound: {{path: '{}', grants: {{outbound: ['http://auth.example:8080']}}}}\ngroups:\n- id: g\n  apis:\n  - id: a\n    path: /a\n    backend: {{mock: {{}}}}\n    policies:\n    - plugin: outbound\n      config: {{grant: ['{grant}']}}\n      limits: {limits}\n",
             fixture("outbound").display()
         )
     };

@@ -24,7 +24,7 @@ fn ab_config(component: &std::path::Path, beta: &Upstream) -> String {
     format!(
         r#"
 plugins:
-  ab-router: {{path: "{}"}}
+  ab-router: {{path: "{}", grants: {{backends: ["{beta}"]}}}}
 groups:
   - id: g
     apis:
@@ -34,10 +34,10 @@ groups:
         backend: {{mock: {{status: 200, body: "stable"}}}}
         policies:
           - plugin: ab-router
-            config: {{header: x-group, variants: {{beta: "{}"}}}}
+            config: {{header: x-group, variants: {{beta: "{beta}"}}}}
 "#,
         component.display(),
-        beta.url()
+        beta = beta.url()
     )
 }
 

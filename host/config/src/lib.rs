@@ -542,6 +542,42 @@ pub struct PluginSource {
     /// The uploaded component's SHA-256, 64 lower-case hex digits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// What the plugin's bindings may be granted (a custom plugin declares its own
+    /// capabilities when its config is accepted; this is the operator's cap on them).
+    /// Nothing by default.
+    #[serde(default, skip_serializing_if = "PluginGrants::is_empty")]
+    pub grants: PluginGrants,
+}
+
+/// The most a custom plugin's bindings may declare; anything beyond is refused at load,
+/// naming it. Built-in plugins need none: what they reach is what their binding's config
+/// (the operator's) says.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrants {
+    /// Origins (`scheme://host[:port]`) its outbound HTTP may be granted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbound: Vec<String>,
+    /// Kafka sinks it may publish to: every broker it names must be in one entry's
+    /// `brokers`, and its topic among that entry's `topics`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_sinks: Vec<SinkGrant>,
+    /// Origins a request's backend may be switched to (`changes.backend`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+}
+
+impl PluginGrants {
+    pub fn is_empty(&self) -> bool {
+        self.outbound.is_empty() && self.log_sinks.is_empty() && self.backends.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkGrant {
+    pub brokers: Vec<String>,
+    pub topics: Vec<String>,
 }
 
 /// A set of APIs served on its own domains.

@@ -335,6 +335,12 @@ pub trait Policy: Send + Sync {
     /// What the binding declared at load.
     fn info(&self) -> &BindingInfo;
 
+    /// What the binding was granted beyond its own state (outbound origins, log sinks,
+    /// backend overrides), in words: for `wasmgate validate` and traces.
+    fn grants(&self) -> String {
+        "none".into()
+    }
+
     /// Before the backend is called; may change the request or answer it.
     fn on_request<'a>(&'a self, request: &'a RequestView<'_>) -> Call<'a, RequestAction>;
 

@@ -33,6 +33,8 @@ pub struct TraceRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
     pub plugin: String,
+    /// What the binding was granted (outbound origins, log sinks, backend overrides).
+    pub grants: String,
     pub phase: Phase,
     pub decision: Decision,
     /// What the policy changed, one line each (`set header x-a: 1`, `path → /v2/x`).
@@ -240,6 +242,7 @@ impl Step {
     fn new(b: &Binding, phase: Phase, took: Duration) -> Step {
         Step {
             plugin: b.policy.plugin_name().to_string(),
+            grants: b.policy.grants(),
             phase,
             decision: Decision::Continue,
             changes: Vec::new(),

@@ -184,6 +184,7 @@ pub struct PoolBuilder {
     memory_cap: usize,
     slots: Vec<Slot>,
     scopes: Vec<BindingScope>,
+    cap: Option<Arc<crate::capabilities::GrantCap>>,
 }
 
 impl PoolBuilder {
@@ -202,7 +203,15 @@ impl PoolBuilder {
             memory_cap,
             slots: Vec::new(),
             scopes: Vec::new(),
+            cap: None,
         }
+    }
+
+    /// Cap what this plugin's bindings may declare (a custom plugin: the operator's
+    /// `plugins.NAME.grants`). Without one, a binding gets what it declares (built-ins).
+    pub fn cap(mut self, cap: crate::capabilities::GrantCap) -> Self {
+        self.cap = Some(Arc::new(cap));
+        self
     }
 
     /// Add a binding; returns its number in this pool.
@@ -230,6 +239,7 @@ impl PoolBuilder {
             self.slots.iter().map(|s| self.check_schema(&s.config)).collect();
         let pool = Arc::new(PluginPool {
             stats: self.runtime.stats.for_plugin(&self.plugin),
+            cap: self.cap,
             runtime: self.runtime,
             plugin: self.plugin,
             pre: self.pre,
@@ -306,6 +316,8 @@ pub struct PluginPool {
     stats: Option<Arc<crate::stats::PluginStats>>,
     /// Held so the runtime keeps the compiled component for reuse while this pool lives.
     _info: Arc<PluginInfo>,
+    /// The operator's cap on its bindings' grants; `None` for built-ins.
+    cap: Option<Arc<crate::capabilities::GrantCap>>,
 }
 
 /// Run a call into the guest, containing host panics.
@@ -347,6 +359,9 @@ impl PluginPool {
                 .map_err(|m| refuse(format!("http grant `{o}`: {m}")))
         });
         let http = http.collect::<Result<Vec<_>, _>>()?;
+        if let Some(cap) = &self.cap {
+            cap.check(&http, &declared.log_sinks).map_err(refuse)?;
+        }
         let _ = self.scopes[binding as usize].grants.set(crate::capabilities::Grants { sinks, http });
         Ok(())
     }
@@ -477,6 +492,15 @@ pub struct WasmPolicy {
 }
 
 impl WasmPolicy {
+    /// The outbound origins and log sinks (`name (topic t)`) this binding was granted.
+    pub fn granted(&self) -> (Vec<String>, Vec<String>) {
+        let granted = self.pool.scopes[self.binding as usize].grants.get();
+        let http = granted.map(|g| g.http.clone()).unwrap_or_default();
+        let sinks =
+            granted.map(|g| g.sinks.iter().map(|s| format!("{} (topic {})", s.name, s.topic)).collect());
+        (http, sinks.unwrap_or_default())
+    }
+
     /// Instantiate a fresh instance of this binding's plugin and drop it: what a request would
     /// pay without warm instances. For benchmarks.
     pub fn instantiate_fresh(&self) -> Result<(), PolicyError> {
@@ -502,7 +526,15 @@ impl WasmPolicy {
         let action = call_export!(&mut inst, call_on_request(self.binding, &input))?;
         inst.keep_input(input);
         self.pool.checkin(inst, Phase::Request);
-        convert::request_action(action)
+        let action = convert::request_action(action)?;
+        if let (
+            Some(cap),
+            RequestAction::Continue(wasmgate_proxy::policy::RequestChanges { backend: Some(target), .. }),
+        ) = (&self.pool.cap, &action)
+        {
+            cap.allows_backend(&target.url).map_err(PolicyError::InvalidAction)?;
+        }
+        Ok(action)
     }
 
     async fn response(
@@ -542,6 +574,16 @@ impl Policy for WasmPolicy {
 
     fn info(&self) -> &BindingInfo {
         &self.info
+    }
+
+    fn grants(&self) -> String {
+        let list = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+        let (http, sinks) = self.granted();
+        let backends = match &self.pool.cap {
+            None => "as its config says (built in)".to_string(),
+            Some(cap) => list(cap.backends.clone()),
+        };
+        format!("outbound {}; log sinks {}; backend overrides {backends}", list(http), list(sinks))
     }
 
     fn on_request<'a>(&'a self, request: &'a RequestView<'_>) -> Call<'a, RequestAction> {

@@ -194,7 +194,12 @@ fn main() -> Result<()> {
         }
         Command::Plugin(command) => plugin_cli::run(command),
         Command::Validate { config, plugins } => {
-            check(&config, &plugins)?;
+            let cfg = GatewayConfig::load(&config)?;
+            let builder = snapshot::Builder::new(PluginRuntime::new(cache_dir(&cfg))?, plugins.dir(), None);
+            let (_, grants) = builder.build_with_grants(&cfg, &config)?;
+            for line in grants {
+                println!("grants: {line}");
+            }
             println!("{}: OK", config.display());
             Ok(())
         }

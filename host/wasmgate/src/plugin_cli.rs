@@ -28,14 +28,20 @@ pub enum PluginCommand {
     },
     /// Print a component's name, version, language, contract version, config schema and the
     /// capabilities it imports.
-    Inspect { file: PathBuf },
+    Inspect {
+        file: PathBuf,
+        /// Configure one binding with this config (JSON) and show what it declares: the
+        /// outbound origins and log sinks the operator's `plugins.NAME.grants` must allow.
+        #[arg(long)]
+        config: Option<String>,
+    },
 }
 
 pub fn run(command: PluginCommand) -> Result<()> {
     match command {
         PluginCommand::New { name, dir, checkout } => new(&name, dir, checkout),
         PluginCommand::Build { dir } => build(&dir),
-        PluginCommand::Inspect { file } => inspect(&file),
+        PluginCommand::Inspect { file, config } => inspect(&file, config.as_deref()),
     }
 }
 
@@ -124,7 +130,7 @@ fn describe(info: &PluginInfo) -> String {
     )
 }
 
-fn inspect(file: &Path) -> Result<()> {
+fn inspect(file: &Path, config: Option<&str>) -> Result<()> {
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let info = PluginInfo::read(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     println!("file:         {} ({} KB)", file.display(), bytes.len().div_ceil(1024));
@@ -148,5 +154,30 @@ fn inspect(file: &Path) -> Result<()> {
         Some(schema) => println!("config schema:\n{}", serde_json::to_string_pretty(schema)?),
         None => println!("config schema: none (the plugin checks its config itself)"),
     }
+    if let Some(config) = config {
+        let (http, sinks) = declared(file, config)?;
+        let list = |items: Vec<String>| if items.is_empty() { "none".to_string() } else { items.join(", ") };
+        println!("with this config it declares: outbound {}; log sinks {}", list(http), list(sinks));
+        println!("  (a custom plugin gets them only as far as plugins.NAME.grants allows; its backend");
+        println!("   overrides only to origins in plugins.NAME.grants.backends)");
+    }
     Ok(())
+}
+
+/// What one binding of the component at `file` with `config` declares (outbound origins, log
+/// sinks), as the runtime grants it to a built-in: the most a cap would have to allow.
+fn declared(file: &Path, config: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let config: serde_json::Value = serde_json::from_str(config).context("--config is not JSON")?;
+    let runtime = PluginRuntime::new(None)?;
+    let loaded = runtime.load(file)?;
+    let mut pool = runtime.pool_builder("inspected", &loaded, 16 << 20)?;
+    let limits = wasmgate_runtime::CallLimits {
+        cpu: std::time::Duration::from_secs(1),
+        wall: std::time::Duration::from_secs(30),
+        kv: Default::default(),
+    };
+    pool.add("inspect".into(), "inspect".into(), config.to_string(), limits);
+    let policy =
+        pool.build()?.pop().expect("one binding").map_err(|e| anyhow::anyhow!("config refused: {e}"))?;
+    Ok(policy.granted())
 }

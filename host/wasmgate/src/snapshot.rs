@@ -12,11 +12,13 @@ use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::error::{CustomError, CustomErrors};
 use wasmgate_proxy::metrics::{ApiMetrics, BindingMetrics, Metrics, Phase};
 use wasmgate_proxy::params;
-use wasmgate_proxy::policy::{Reply, RouteInfo};
+use wasmgate_proxy::policy::{Policy, Reply, RouteInfo};
 use wasmgate_proxy::router::Router;
 use wasmgate_proxy::tls::{ClientCa, LoadedCertificate, TlsStore};
 use wasmgate_proxy::upstream::{self, ClientSettings, Upstreams};
 use wasmgate_proxy::{Api, Binding, OnError, PolicyChain, ProxyState, Snapshot};
+use wasmgate_runtime::capabilities::GrantCap;
+use wasmgate_runtime::capabilities::http_outbound::origin;
 use wasmgate_runtime::capabilities::kv::{KvLimits, KvMetrics};
 use wasmgate_runtime::{CallLimits, PluginRuntime, PoolBuilder};
 
@@ -45,7 +47,18 @@ impl Builder {
     }
 
     pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {
-        build(cfg, file, self)
+        build(cfg, file, self, &mut Vec::new())
+    }
+
+    /// [`Self::build`], and what each binding of a custom plugin, or one that reaches out
+    /// (outbound HTTP, log sinks), was granted: `location: grants` (`wasmgate validate`).
+    pub fn build_with_grants(
+        &self,
+        cfg: &GatewayConfig,
+        file: &Path,
+    ) -> Result<(Snapshot, Vec<String>), ConfigError> {
+        let mut grants = Vec::new();
+        build(cfg, file, self, &mut grants).map(|s| (s, grants))
     }
 
     /// What serves requests with `snapshot`.
@@ -104,7 +117,12 @@ fn plugin_path(
     }
 }
 
-fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot, ConfigError> {
+fn build(
+    cfg: &GatewayConfig,
+    file: &Path,
+    builder: &Builder,
+    grants: &mut Vec<String>,
+) -> Result<Snapshot, ConfigError> {
     let Builder { runtime, plugin_dir, upstreams, metrics, spans } = builder;
     let record = cfg.gateway.metrics_enabled;
     runtime.count_crossings(cfg.gateway.plugin_stats);
@@ -136,9 +154,13 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
                 let loaded = plugin_path(cfg, runtime, plugin_dir, &b.plugin)
                     .and_then(|path| runtime.load(&path))
                     .map_err(|e| err(location.clone(), e.to_string()))?;
-                let builder = runtime
+                let mut builder = runtime
                     .pool_builder(&b.plugin, &loaded, (b.limits.memory_mib as usize) << 20)
                     .map_err(|e| err(location.clone(), e.to_string()))?;
+                if let Some(source) = cfg.plugins.get(&b.plugin) {
+                    builder =
+                        builder.cap(grant_cap(&b.plugin, &source.grants).map_err(|(at, m)| err(at, m))?);
+                }
                 pools.insert(key.clone(), builder);
                 pool_order.push(key.clone());
             }
@@ -189,6 +211,13 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
             }
         }
         policies.insert(key, ok);
+    }
+
+    for (key, number, location) in &placed {
+        let granted = policies[key][*number as usize].grants();
+        if cfg.plugins.contains_key(&key.0) || !granted.starts_with("outbound none; log sinks none") {
+            grants.push(format!("{location}: {granted}"));
+        }
     }
 
     // Pass 3: APIs and routes.
@@ -300,6 +329,22 @@ fn build(cfg: &GatewayConfig, file: &Path, builder: &Builder) -> Result<Snapshot
         limits,
         access_log,
         spans: spans.clone(),
+    })
+}
+
+/// `plugins.NAME.grants` as the runtime checks it, origins normalised.
+fn grant_cap(plugin: &str, g: &config::PluginGrants) -> Result<GrantCap, (String, String)> {
+    let origins = |field: &str, list: &[String]| {
+        list.iter()
+            .enumerate()
+            .map(|(i, o)| origin(o).map_err(|m| (format!("plugins.{plugin}.grants.{field}[{i}]"), m)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(GrantCap {
+        plugin: plugin.to_string(),
+        outbound: origins("outbound", &g.outbound)?,
+        log_sinks: g.log_sinks.iter().map(|s| (s.brokers.clone(), s.topics.clone())).collect(),
+        backends: origins("backends", &g.backends)?,
     })
 }
 

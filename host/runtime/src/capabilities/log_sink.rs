@@ -55,7 +55,7 @@ pub struct SinkStats {
 /// A sink a binding was granted: where its `publish(name, ..)` calls go.
 pub struct GrantedSink {
     pub name: String,
-    topic: Arc<str>,
+    pub topic: Arc<str>,
     /// `None` when messages are captured instead ([`LogSinks::capture`]).
     producer: Option<Arc<Producer>>,
 }

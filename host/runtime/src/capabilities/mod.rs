@@ -54,6 +54,55 @@ pub struct Grants {
     pub http: Vec<String>,
 }
 
+/// The operator's cap on what a custom plugin's bindings may declare (`plugins.NAME.grants`);
+/// built-in plugins have none. Origins in [`http_outbound::origin`]'s form.
+#[derive(Debug, Clone, Default)]
+pub struct GrantCap {
+    /// `plugins.NAME`, for the messages.
+    pub plugin: String,
+    pub outbound: Vec<String>,
+    /// Each entry: brokers, and the topics a sink on (some of) them may name.
+    pub log_sinks: Vec<(Vec<String>, Vec<String>)>,
+    pub backends: Vec<String>,
+}
+
+impl GrantCap {
+    /// Refuse what a binding declared beyond the cap, naming it.
+    pub fn check(
+        &self,
+        http: &[String],
+        sinks: &[crate::bindings::wasmgate::plugin::types::LogSinkDecl],
+    ) -> Result<(), String> {
+        let name = &self.plugin;
+        if let Some(o) = http.iter().find(|o| !self.outbound.contains(o)) {
+            return Err(format!("outbound origin `{o}` is not allowed by plugins.{name}.grants.outbound"));
+        }
+        for s in sinks {
+            let k = &s.kafka;
+            let allowed = self.log_sinks.iter().any(|(brokers, topics)| {
+                topics.contains(&k.topic) && k.brokers.iter().all(|b| brokers.contains(b))
+            });
+            if !allowed {
+                return Err(format!(
+                    "log sink `{}` (topic `{}` on {}) is not allowed by plugins.{name}.grants.log_sinks",
+                    s.name,
+                    k.topic,
+                    k.brokers.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a request may be sent to `url` instead of the API's backend.
+    pub fn allows_backend(&self, url: &str) -> Result<(), String> {
+        match http_outbound::origin(url) {
+            Ok(o) if self.backends.contains(&o) => Ok(()),
+            _ => Err(format!("backend `{url}` is not allowed by plugins.{}.grants.backends", self.plugin)),
+        }
+    }
+}
+
 impl BindingScope {
     /// `key` in this binding's namespace, written into `buf` (reused across calls).
     pub(crate) fn key_into(&self, key: &str, buf: &mut String) {
