@@ -153,6 +153,12 @@ pub struct HostState {
     net_wait: Duration,
     /// When this call must be over, waits included.
     wall_deadline: std::time::Instant,
+    /// Ticks of the call's CPU budget not armed yet: a call first runs to
+    /// [`pool::HAND_OFF_TICKS`], and one that gets there is given the rest once it has let
+    /// its worker's other tasks go on (`pool::hand_off`).
+    deferred_ticks: u64,
+    /// Whether calls are synchronous (they hand the worker off) or async (they yield).
+    sync_calls: bool,
     /// Boundary crossings since the current call began (counted only with call stats on).
     crossings: stats::Crossings,
 }

@@ -34,6 +34,24 @@ const SETUP_TIME: Duration = Duration::from_secs(1);
 /// [`SETUP_TIME`] in epoch ticks (+1: the deadline counts from the next tick).
 const SETUP_TICKS: u64 = (SETUP_TIME.as_millis() / EPOCH_TICK.as_millis()) as u64 + 1;
 
+/// A phase call that runs this many epoch ticks (5–10 ms of guest time) lets the other
+/// requests on its Tokio worker go on without it: shorter calls, almost all, never get there
+/// and pay nothing.
+pub(crate) const HAND_OFF_TICKS: u64 = 2;
+
+/// Let the other tasks of this Tokio worker go on while a long synchronous call keeps the
+/// thread: tokio's `block_in_place` moves the worker's queue (its core) to another thread,
+/// and this one finishes the call. A busy-looping plugin then delays only its own request,
+/// not every request that happened to be queued behind it. The short sleep lets the new
+/// thread pick the core up; `block_in_place` takes it back when its closure returns if it
+/// is still there. Outside a multi-threaded runtime (tests' harness) nothing is handed off.
+fn hand_off() {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_micros(200)));
+    }
+}
+
 /// Caps one instance's memory; records that the cap was hit so the error can say so.
 pub(crate) struct Limits {
     memory_cap: usize,
@@ -381,6 +399,8 @@ impl PluginPool {
             caps: self.runtime.caps.clone(),
             net_wait: Duration::ZERO,
             wall_deadline: std::time::Instant::now(),
+            deferred_ticks: 0,
+            sync_calls: matches!(self.pre, Pre::Sync(_)),
             crossings: Default::default(),
         };
         let mut store = Store::new(&self.runtime.engine, state);
@@ -395,6 +415,15 @@ impl PluginPool {
         // is given back, as long as the call's wall-clock cap allows.
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
+            if s.deferred_ticks > 0 {
+                // A long call: let the worker's other requests go on, then run on.
+                let rest = std::mem::take(&mut s.deferred_ticks);
+                if s.sync_calls {
+                    hand_off();
+                    return Ok(wasmtime::UpdateDeadline::Continue(rest));
+                }
+                return Ok(wasmtime::UpdateDeadline::Yield(rest));
+            }
             let credit = s.net_wait.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
             s.net_wait = Duration::ZERO;
             if credit > 0 && std::time::Instant::now() < s.wall_deadline {
@@ -429,6 +458,8 @@ impl PluginPool {
         let slot = &self.slots[binding as usize];
         inst.store.set_epoch_deadline(slot.setup_ticks());
         inst.store.data_mut().current = binding;
+        // Setup's deadline is its own; nothing left over from an earlier call.
+        inst.store.data_mut().deferred_ticks = 0;
         let r = call_export!(&mut *inst, call_configure(binding, &slot.config))?;
         match r {
             Ok(info) => {
@@ -460,8 +491,10 @@ impl PluginPool {
             }
         }
         let slot = &self.slots[binding as usize];
-        inst.store.set_epoch_deadline(slot.cpu_ticks);
+        let first = slot.cpu_ticks.min(HAND_OFF_TICKS);
+        inst.store.set_epoch_deadline(first);
         let data = inst.store.data_mut();
+        data.deferred_ticks = slot.cpu_ticks - first;
         data.current = binding;
         data.net_wait = Duration::ZERO;
         data.wall_deadline = std::time::Instant::now() + slot.wall;
