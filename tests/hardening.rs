@@ -8,6 +8,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// Held by the tests that measure latency under load, so they do not load each other (tests
+/// in one binary run in parallel; the machine has two cores).
+static UNDER_LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// One API `/h` (prefix) with the hostile fixture bound, answered by a mock "fine".
 fn hostile_gateway() -> Gateway {
     Gateway::start(&format!(
@@ -187,6 +191,7 @@ fn rss_bytes(gw: &Gateway) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_cannot_grow_host_memory_through_kv_beyond_its_quota() {
+    let _alone = UNDER_LOAD.lock().await;
     let gw = Gateway::start_whole(&format!(
         "{}plugins: {{hostile: {{path: '{}'}}}}\ngroups:\n- id: g\n  apis:\n  - id: h\n    path: /h\n    match: prefix\n    backend: {{mock: {{body: fine}}}}\n    policies: [{{plugin: hostile, limits: {{kv_mib: 2}}}}]\n",
         config_header_with("metrics_listen: '127.0.0.1:0'"),
@@ -291,6 +296,7 @@ async fn normal_client(gw: &Gateway, for_how_long: Duration) -> (Duration, Durat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_and_rapid_reset_do_not_hurt_a_normal_client() {
+    let _alone = UNDER_LOAD.lock().await;
     let gw =
         Gateway::start("groups:\n- id: g\n  apis:\n  - {id: ok, path: /ok, backend: {mock: {body: fine}}}\n");
     let (p50, p99, errors) = normal_client(&gw, Duration::from_secs(2)).await;
@@ -474,6 +480,7 @@ async fn a_custom_plugin_gets_only_the_capabilities_its_operator_entry_allows() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_plugin_that_burns_its_cpu_budget_delays_only_its_own_requests() {
+    let _alone = UNDER_LOAD.lock().await;
     let gw = Gateway::start(&format!(
         "plugins: {{hostile: {{path: '{}'}}}}\ngroups:\n- id: g\n  apis:\n  - {{id: ok, path: /ok, backend: {{mock: {{body: fine}}}}}}\n  - id: h\n    path: /h\n    match: prefix\n    backend: {{mock: {{body: fine}}}}\n    policies: [{{plugin: hostile, limits: {{cpu_ms: 200}}}}]\n",
         fixture("hostile").display()
