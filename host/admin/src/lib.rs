@@ -37,7 +37,8 @@ use wasmgate_store::{Expect, Kind, Publication, Record, Resource, Store, StoreEr
 
 mod debug;
 mod keys;
-mod openapi;
+#[doc(hidden)]
+pub mod openapi;
 
 pub use keys::credential_keys;
 

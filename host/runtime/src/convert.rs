@@ -328,7 +328,7 @@ fn fixed_header_ops(ops: Vec<wit::HeaderOp>) -> Result<Vec<HeaderOp>, PolicyErro
 
 /// Header changes from a phase's answer, packed as `header-ops` (wit/plugin.wit). Values
 /// are slices of the lifted buffer, so a change costs no allocation of its own.
-fn packed_ops(buf: Vec<u8>) -> Result<Vec<HeaderOp>, PolicyError> {
+pub(crate) fn packed_ops(buf: Vec<u8>) -> Result<Vec<HeaderOp>, PolicyError> {
     if buf.is_empty() {
         return Ok(Vec::new());
     }

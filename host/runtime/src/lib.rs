@@ -72,6 +72,16 @@ pub(crate) mod async_bindings {
 const CONTRACT: &str = "wasmgate:plugin/";
 const CONTRACT_MAJOR: (u64, u64) = (0, 2);
 
+/// What the fuzz targets (`tests/fuzz`) reach of the runtime: plugin output as the host
+/// reads it, without a component to produce it.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Header changes in the packed `header-ops` layout: how many were kept, or why refused.
+    pub fn header_ops(buf: &[u8]) -> Result<usize, String> {
+        crate::convert::packed_ops(buf.to_vec()).map(|ops| ops.len()).map_err(|e| e.to_string())
+    }
+}
+
 /// Compiling a large component (an interpreter: tens of MiB of code) has Cranelift allocate
 /// hundreds of MiB on the compile threads, and glibc keeps what they free in its per-thread
 /// arenas: one 20 MB upload left a gateway at 500 MiB RSS. Hand the free pages back.

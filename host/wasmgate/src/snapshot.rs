@@ -126,6 +126,7 @@ fn build(
     let Builder { runtime, plugin_dir, upstreams, metrics, spans } = builder;
     let record = cfg.gateway.metrics_enabled;
     runtime.count_crossings(cfg.gateway.plugin_stats);
+    runtime.capabilities().kv.report(record);
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
     // Certificates first: reading files is cheaper than compiling plugins.
     let tls = tls_store(cfg, file)?;

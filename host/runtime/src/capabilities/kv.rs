@@ -45,6 +45,8 @@ impl Default for KvLimits {
 #[derive(Default)]
 pub struct KvStore {
     spaces: Mutex<HashMap<String, Weak<Space>>>,
+    /// Whether [`KvMetrics`] reports the spaces (`gateway.metrics_enabled`).
+    unreported: AtomicBool,
 }
 
 impl KvStore {
@@ -70,6 +72,11 @@ impl KvStore {
     /// The space of `namespace` if a binding holds it (how the test harness reads state).
     pub fn get_space(&self, namespace: &str) -> Option<Arc<Space>> {
         self.spaces.lock().unwrap_or_else(|e| e.into_inner()).get(namespace).and_then(Weak::upgrade)
+    }
+
+    /// Report the spaces' usage as metrics, or not (`gateway.metrics_enabled`).
+    pub fn report(&self, on: bool) {
+        self.unreported.store(!on, Ordering::Relaxed);
     }
 
     fn live(&self) -> Vec<Arc<Space>> {
@@ -297,6 +304,9 @@ impl Collector for KvMetrics {
     fn collect(&self) -> Vec<MetricFamily> {
         for g in [&self.bytes, &self.entries, &self.refused] {
             g.reset();
+        }
+        if self.store.unreported.load(Ordering::Relaxed) {
+            return Vec::new();
         }
         for space in self.store.live() {
             let (bytes, entries) = space.usage();

@@ -1,0 +1,4 @@
+//! AFL++ entry point for [`wasmgate_fuzz::header_ops`] (docs/SECURITY.md says how to run it).
+fn main() {
+    afl::fuzz!(|data: &[u8]| wasmgate_fuzz::header_ops(data));
+}
