@@ -413,24 +413,29 @@ impl PluginPool {
         }
         // The deadline counts guest time: time a host import spent waiting on the network
         // is given back, as long as the call's wall-clock cap allows.
+        // A call first runs to HAND_OFF_TICKS; past that, what it waited is given back, then
+        // the rest of its budget, after handing its worker off.
         store.epoch_deadline_callback(|mut ctx| {
             let s = ctx.data_mut();
-            if s.deferred_ticks > 0 {
-                // A long call: let the worker's other requests go on, then run on.
-                let rest = std::mem::take(&mut s.deferred_ticks);
-                if s.sync_calls {
-                    hand_off();
-                    return Ok(wasmtime::UpdateDeadline::Continue(rest));
-                }
-                return Ok(wasmtime::UpdateDeadline::Yield(rest));
-            }
             let credit = s.net_wait.as_millis().div_ceil(EPOCH_TICK.as_millis()) as u64;
             s.net_wait = Duration::ZERO;
-            if credit > 0 && std::time::Instant::now() < s.wall_deadline {
-                Ok(wasmtime::UpdateDeadline::Continue(credit))
-            } else {
-                Ok(wasmtime::UpdateDeadline::Interrupt)
+            // Setup (start code, configure) has nothing to credit or defer: its deadline is final.
+            if std::time::Instant::now() >= s.wall_deadline {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
+            if credit > 0 {
+                return Ok(wasmtime::UpdateDeadline::Continue(credit));
+            }
+            if s.deferred_ticks == 0 {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            // A long call: let the worker's other requests go on, then run on.
+            let rest = std::mem::take(&mut s.deferred_ticks);
+            if s.sync_calls {
+                hand_off();
+                return Ok(wasmtime::UpdateDeadline::Continue(rest));
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(rest))
         });
         // Instantiation runs the guest's start code (a language runtime's, for some).
         store.set_epoch_deadline(self.slots.iter().map(Slot::setup_ticks).max().unwrap_or(SETUP_TICKS));
