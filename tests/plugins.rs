@@ -65,7 +65,7 @@ async fn routes_by_header(language: &str) {
     // A config the plugin's schema refuses never reaches the plugin; one only the plugin's
     // own check refuses is reported the same way.
     let bad = ab_config(&ab_router(language), &beta);
-    let (ok, text) = validate(&bad.replace(&beta.url(), "ftp://nowhere"));
+    let (ok, text) = validate(&bad.replace(&format!("beta: \"{}\"", beta.url()), "beta: \"ftp://nowhere\""));
     assert!(
         !ok && text.contains("config.variants.beta: ") && text.contains("the plugin's config schema"),
         "{language}: {text}"
