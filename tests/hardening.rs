@@ -211,7 +211,10 @@ async fn a_plugin_cannot_grow_host_memory_through_kv_beyond_its_quota() {
         refused += n;
     }
     let grown = rss_bytes(&gw).saturating_sub(before);
-    eprintln!("48,000 writes of 1 KiB into a 2 MiB kv quota: RSS grew {} KiB, {refused} refused", grown >> 10);
+    eprintln!(
+        "48,000 writes of 1 KiB into a 2 MiB kv quota: RSS grew {} KiB, {refused} refused",
+        grown >> 10
+    );
     assert!(grown < 16 << 20, "RSS grew by {} MiB writing 48 MB into a 2 MiB quota", grown >> 20);
     // 2 MiB holds about 1,900 entries of 1 KiB plus key and overhead; the rest was refused.
     assert!((46_000..47_900).contains(&refused), "{refused} of 48,000 writes refused");

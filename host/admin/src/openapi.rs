@@ -29,6 +29,7 @@ pub fn import(
     let doc: Value = if document.trim_start().starts_with('{') {
         serde_json::from_str(document).map_err(|e| format!("not JSON: {e}"))?
     } else {
+        wasmgate_config::check_yaml_nesting(document)?;
         serde_norway::from_str(document).map_err(|e| format!("not YAML: {e}"))?
     };
     let version = doc.get("openapi").and_then(Value::as_str).unwrap_or("");

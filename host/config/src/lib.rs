@@ -995,6 +995,34 @@ pub fn check_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// How deep `{`/`[` collections may nest in a YAML document.
+pub const MAX_YAML_NESTING: usize = 64;
+
+/// Refuse a YAML document whose flow collections (`{`, `[`) nest deeper than
+/// [`MAX_YAML_NESTING`] before it reaches the parser: libyaml's scanner takes time quadratic
+/// in that depth (a 24 KB document of `{` took 30 s to refuse, found by fuzzing the OpenAPI
+/// import), and no configuration or API description nests anywhere near it. Brackets in
+/// quoted strings count too; a real document never has 64 unclosed ones.
+pub fn check_yaml_nesting(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    for (i, b) in text.bytes().enumerate() {
+        match b {
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_YAML_NESTING {
+                    let line = text[..i].matches('\n').count() + 1;
+                    return Err(format!(
+                        "collections nest deeper than {MAX_YAML_NESTING} levels (line {line})"
+                    ));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Nothing but blank lines, comments, document markers or a null.
 fn is_empty_document(text: &str) -> bool {
     let mut content = text
@@ -1048,6 +1076,11 @@ impl GatewayConfig {
                     .into(),
             });
         }
+        check_yaml_nesting(text).map_err(|message| ConfigError {
+            file: path.into(),
+            location: String::new(),
+            message,
+        })?;
         let mut config: GatewayConfig = serde_norway::from_str(text).map_err(|e| {
             let message = e.to_string();
             // serde_norway puts the YAML path first ("groups[0].apis[1]: unknown field ...").
@@ -1729,6 +1762,16 @@ mod tests {
         }
         assert!(parse("groups: []\n").unwrap().groups.is_empty());
         assert!(parse("{}").is_ok());
+    }
+
+    #[test]
+    fn deeply_nested_documents_are_refused_before_the_parser_sees_them() {
+        let started = std::time::Instant::now();
+        let e = parse(&format!("groups: {}", "{".repeat(20_000))).unwrap_err();
+        assert!(e.message.contains("nest deeper than 64 levels (line 1)"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
+        let nested = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(check_yaml_nesting(&nested).is_ok());
     }
 
     #[test]

@@ -164,6 +164,8 @@ pub async fn run(args: AdminArgs) -> Result<()> {
         AdminCommand::Apply { file } => {
             let text =
                 std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            wasmgate_config::check_yaml_nesting(&text)
+                .map_err(|m| anyhow::anyhow!("{}: {m}", file.display()))?;
             let doc: Value = serde_norway::from_str(&text)
                 .with_context(|| format!("{}: not YAML or JSON", file.display()))?;
             let items = match doc {
