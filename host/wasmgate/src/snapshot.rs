@@ -47,7 +47,7 @@ impl Builder {
     }
 
     pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {
-        build(cfg, file, self, &mut Vec::new())
+        build(cfg, file, self, None)
     }
 
     /// [`Self::build`], and what each binding of a custom plugin, or one that reaches out
@@ -58,7 +58,7 @@ impl Builder {
         file: &Path,
     ) -> Result<(Snapshot, Vec<String>), ConfigError> {
         let mut grants = Vec::new();
-        build(cfg, file, self, &mut grants).map(|s| (s, grants))
+        build(cfg, file, self, Some(&mut grants)).map(|s| (s, grants))
     }
 
     /// What serves requests with `snapshot`.
@@ -121,7 +121,7 @@ fn build(
     cfg: &GatewayConfig,
     file: &Path,
     builder: &Builder,
-    grants: &mut Vec<String>,
+    grants: Option<&mut Vec<String>>,
 ) -> Result<Snapshot, ConfigError> {
     let Builder { runtime, plugin_dir, upstreams, metrics, spans } = builder;
     let record = cfg.gateway.metrics_enabled;
@@ -214,10 +214,14 @@ fn build(
         policies.insert(key, ok);
     }
 
-    for (key, number, location) in &placed {
-        let granted = policies[key][*number as usize].grants();
-        if cfg.plugins.contains_key(&key.0) || !granted.starts_with("outbound none; log sinks none") {
-            grants.push(format!("{location}: {granted}"));
+    // Only `validate` asks; a reload does not describe what it will not print.
+    if let Some(grants) = grants {
+        for (key, number, location) in &placed {
+            let policy = &policies[key][*number as usize];
+            let (http, sinks) = policy.granted();
+            if cfg.plugins.contains_key(&key.0) || !http.is_empty() || !sinks.is_empty() {
+                grants.push(format!("{location}: {}", policy.grants()));
+            }
         }
     }
 
