@@ -1,5 +1,6 @@
 //! Shared end-to-end set-up: a real upstream on loopback, the real `wasmgate` binary as a
-//! child process, and a real HTTP client. Plugins come from `scripts/build-plugins`.
+//! child process, and a real HTTP client. Built-in plugins are the
+//! binary's own; fixtures and examples come from `scripts/build-plugins`.
 #![allow(dead_code)]
 
 pub mod certs;
@@ -168,7 +169,8 @@ pub fn config_header_with(gateway: &str) -> String {
 
 pub fn wasmgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
-    cmd.env("WASMGATE_PLUGIN_DIR", plugin_dir()).env("RUST_LOG", "info");
+    // The built-ins embedded in the binary, whatever the caller's environment says.
+    cmd.env_remove("WASMGATE_PLUGIN_DIR").env("RUST_LOG", "info");
     cmd
 }
 
@@ -226,7 +228,8 @@ impl Gateway {
     }
 
     /// Spawn `run` and wait for `wasmgate ready`, collecting the listeners' addresses.
-    fn launch(mut run: Command, dir: PathBuf, config: PathBuf) -> Result<Gateway, String> {
+    /// `dir` is the gateway's own (removed on drop), `config` the file it serves.
+    pub fn launch(mut run: Command, dir: PathBuf, config: PathBuf) -> Result<Gateway, String> {
         let mut child = run.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut addrs = Vec::new();
@@ -271,6 +274,11 @@ impl Gateway {
 
     pub fn store_url(&self) -> Option<String> {
         self.store.clone()
+    }
+
+    /// The gateway's own folder (its config, its log; removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The gateway's process id.

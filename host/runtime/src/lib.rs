@@ -306,11 +306,18 @@ impl PluginRuntime {
         self.stats.totals()
     }
 
-    /// Load a plugin component from disk: from memory if this content was seen before, from
-    /// the precompiled cache if this wasmtime compiled it before, else compile it.
+    /// Load a plugin component from disk: see [`Self::load_bytes`].
     pub fn load(&self, path: &Path) -> Result<LoadedPlugin, RuntimeError> {
         let bytes = std::fs::read(path).map_err(|source| RuntimeError::Read { path: path.into(), source })?;
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        self.load_bytes(path, &bytes)
+    }
+
+    /// Load a plugin component (`origin` names it in errors and the log: its file, or
+    /// `built-in NAME`): from memory if this content was seen before, from the precompiled
+    /// cache if this wasmtime compiled it before, else compile it. Safe to call from several
+    /// threads at once: compiling is what takes long.
+    pub fn load_bytes(&self, origin: &Path, bytes: &[u8]) -> Result<LoadedPlugin, RuntimeError> {
+        let digest: [u8; 32] = Sha256::digest(bytes).into();
         if let Some((component, info)) = self.compiled.lock().unwrap_or_else(|e| e.into_inner()).get(&digest)
             && let Some(info) = info.upgrade()
         {
@@ -318,25 +325,42 @@ impl PluginRuntime {
         }
         // Read before compiling: a bad manifest is cheaper to report than to compile.
         let info =
-            PluginInfo::read(&bytes).map_err(|reason| RuntimeError::Invalid { path: path.into(), reason })?;
+            PluginInfo::read(bytes).map_err(|reason| RuntimeError::Invalid { path: origin.into(), reason })?;
         let cached = self.cache_dir.as_ref().map(|dir| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             self.engine.precompile_compatibility_hash().hash(&mut h);
             dir.join(format!("{}-{:016x}.cwasm", hex::encode(digest), h.finish()))
         });
+        let started = std::time::Instant::now();
+        let kb = bytes.len().div_ceil(1024);
+        let mut precompiled = false;
         let component = match cached.as_ref().filter(|p| p.exists()) {
             // SAFETY: files in the cache are written only by this function, from
             // `Component::serialize` of the same engine configuration (the file name
             // carries the engine's compatibility hash).
             Some(p) => match unsafe { Component::deserialize_file(&self.engine, p) } {
-                Ok(c) => c,
+                Ok(c) => {
+                    precompiled = true;
+                    c
+                }
                 Err(e) => {
                     tracing::warn!(file = %p.display(), error = %e, "stale plugin cache entry; recompiling");
-                    self.compile(path, &bytes, cached.as_deref())?
+                    self.compile(origin, bytes, cached.as_deref())?
                 }
             },
-            None => self.compile(path, &bytes, cached.as_deref())?,
+            None => {
+                // A large component (an interpreter) takes a while: say so before, not only after.
+                tracing::info!(plugin = %origin.display(), kb, "compiling plugin");
+                self.compile(origin, bytes, cached.as_deref())?
+            }
         };
+        tracing::info!(
+            plugin = %origin.display(),
+            kb,
+            ms = started.elapsed().as_millis() as u64,
+            precompiled,
+            "plugin loaded"
+        );
         let loaded = LoadedPlugin { component, info: Arc::new(info) };
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         compiled.retain(|_, (_, info)| info.strong_count() > 0);

@@ -2,6 +2,7 @@
 //! one, `import`/`export` move one between a file and the store.
 
 mod admin_cli;
+mod components;
 mod otlp;
 mod plugin_cli;
 mod snapshot;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
+use components::Builtins;
 use wasmgate_config::GatewayConfig;
 use wasmgate_proxy::{ListenerSettings, ListenerTls, ProxyState};
 use wasmgate_runtime::PluginRuntime;
@@ -29,6 +31,14 @@ use wasmgate_runtime::capabilities::log_sink::BufferLimits;
 #[command(
     name = "wasmgate",
     version,
+    long_version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("WASMGATE_COMMIT"),
+        ", plugin contract ",
+        env!("WASMGATE_CONTRACT"),
+        ")"
+    ),
     about = "An API gateway whose policies are sandboxed WebAssembly components"
 )]
 struct Cli {
@@ -95,23 +105,15 @@ enum Command {
 
 #[derive(clap::Args)]
 struct PluginArgs {
-    /// Folder with the built-in plugin components.
-    #[arg(long, env = "WASMGATE_PLUGIN_DIR")]
+    /// A folder of built-in plugin components (`wasmgate_plugin_NAME.wasm`) to use instead of
+    /// those built into this binary.
+    #[arg(long, env = "WASMGATE_PLUGIN_DIR", value_name = "DIR")]
     plugin_dir: Option<PathBuf>,
 }
 
 impl PluginArgs {
-    fn dir(&self) -> PathBuf {
-        if let Some(d) = &self.plugin_dir {
-            return d.clone();
-        }
-        // Installed: next to the binary. From a checkout: where scripts/build-plugins puts them.
-        if let Some(beside) = std::env::current_exe().ok().and_then(|e| Some(e.parent()?.join("plugins")))
-            && beside.is_dir()
-        {
-            return beside;
-        }
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wasm32-wasip2/plugin")
+    fn builtins(&self) -> Builtins {
+        self.plugin_dir.clone().map_or(Builtins::Embedded, Builtins::Dir)
     }
 }
 
@@ -195,7 +197,7 @@ fn main() -> Result<()> {
         Command::Plugin(command) => plugin_cli::run(command),
         Command::Validate { config, plugins } => {
             let cfg = GatewayConfig::load(&config)?;
-            let builder = snapshot::Builder::new(PluginRuntime::new(cache_dir(&cfg))?, plugins.dir(), None);
+            let builder = snapshot::Builder::new(PluginRuntime::new(cache_dir(&cfg))?, plugins.builtins(), None);
             let (_, grants) = builder.build_with_grants(&cfg, &config)?;
             for line in grants {
                 println!("grants: {line}");
@@ -240,7 +242,7 @@ fn main() -> Result<()> {
                         Source::Store { store: store::open(&url).await?, origin: store::redacted(&url) }
                     }
                 };
-                run(source, plugins.dir(), admin_listen).await
+                run(source, plugins.builtins(), admin_listen).await
             })
         }
     }
@@ -251,7 +253,7 @@ fn main() -> Result<()> {
 fn check(config: &Path, plugins: &PluginArgs) -> Result<Arc<PluginRuntime>> {
     let cfg = GatewayConfig::load(config)?;
     let runtime = PluginRuntime::new(cache_dir(&cfg))?;
-    let builder = snapshot::Builder::new(runtime, plugins.dir(), None);
+    let builder = snapshot::Builder::new(runtime, plugins.builtins(), None);
     drop(builder.build(&cfg, config)?);
     Ok(builder.runtime)
 }
@@ -287,7 +289,7 @@ impl Source {
     }
 }
 
-async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::SocketAddr) -> Result<()> {
+async fn run(source: Source, builtins: Builtins, admin_listen: std::net::SocketAddr) -> Result<()> {
     let started = Instant::now();
     // Read before the configuration, so a change made meanwhile is seen as a change.
     let generation = match &source {
@@ -311,7 +313,7 @@ async fn run(source: Source, plugin_dir: PathBuf, admin_listen: std::net::Socket
     }
     source.fetch_components(&cfg, &runtime).await?;
     let mut builder =
-        snapshot::Builder::new(runtime.clone(), plugin_dir, Some(tokio::runtime::Handle::current()));
+        snapshot::Builder::new(runtime.clone(), builtins, Some(tokio::runtime::Handle::current()));
     let spans = match &cfg.gateway.otlp {
         Some(o) => Some(Arc::new(otlp::OtlpSpans::new(&o.endpoint, Duration::from_millis(o.flush_ms))?)),
         None => None,

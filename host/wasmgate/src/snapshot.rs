@@ -3,10 +3,11 @@
 //! the file and place it is about, and nothing is served from a half-built snapshot.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmgate_config::{self as config, BUILTIN_PLUGINS, ConfigError, GatewayConfig};
+use crate::components::{self, Builtins};
+use wasmgate_config::{self as config, ConfigError, GatewayConfig};
 use wasmgate_proxy::access_log::SpanSink;
 use wasmgate_proxy::backend::{Backend, HttpBackend};
 use wasmgate_proxy::error::{CustomError, CustomErrors};
@@ -27,7 +28,7 @@ use wasmgate_runtime::{CallLimits, PluginRuntime, PoolBuilder};
 #[derive(Clone)]
 pub struct Builder {
     pub runtime: Arc<PluginRuntime>,
-    pub plugin_dir: PathBuf,
+    pub builtins: Builtins,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
     /// Where spans are exported (`gateway.otlp`, set at start-up).
@@ -37,13 +38,13 @@ pub struct Builder {
 impl Builder {
     pub fn new(
         runtime: Arc<PluginRuntime>,
-        plugin_dir: PathBuf,
+        builtins: Builtins,
         probes: Option<tokio::runtime::Handle>,
     ) -> Self {
         let metrics = Arc::new(Metrics::new());
         metrics.register(Box::new(runtime.capabilities().gauges.gauges.clone()));
         metrics.register(Box::new(KvMetrics::new(runtime.capabilities().kv.clone())));
-        Builder { runtime, plugin_dir, upstreams: Arc::new(Upstreams::new(probes)), metrics, spans: None }
+        Builder { runtime, builtins, upstreams: Arc::new(Upstreams::new(probes)), metrics, spans: None }
     }
 
     pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {
@@ -94,42 +95,28 @@ impl Builder {
     }
 }
 
-/// The file a built-in plugin is built to (`cors` → `wasmgate_plugin_cors.wasm`).
-pub fn builtin_path(plugin_dir: &Path, name: &str) -> PathBuf {
-    plugin_dir.join(format!("wasmgate_plugin_{}.wasm", name.replace('-', "_")))
-}
-
-/// Where a plugin's component is: built in, a file the config names, or uploaded.
-fn plugin_path(
-    cfg: &GatewayConfig,
-    runtime: &PluginRuntime,
-    plugin_dir: &Path,
-    name: &str,
-) -> Result<PathBuf, wasmgate_runtime::RuntimeError> {
-    if BUILTIN_PLUGINS.contains(&name) {
-        return Ok(builtin_path(plugin_dir, name));
-    }
-    let source = &cfg.plugins[name];
-    match (&source.path, &source.sha256) {
-        (Some(path), _) => Ok(path.clone()),
-        (None, Some(sha256)) => runtime.uploaded_path(sha256),
-        (None, None) => unreachable!("the config's validation requires one"),
-    }
-}
-
 fn build(
     cfg: &GatewayConfig,
     file: &Path,
     builder: &Builder,
     grants: Option<&mut Vec<String>>,
 ) -> Result<Snapshot, ConfigError> {
-    let Builder { runtime, plugin_dir, upstreams, metrics, spans } = builder;
+    let Builder { runtime, builtins, upstreams, metrics, spans } = builder;
     let record = cfg.gateway.metrics_enabled;
     runtime.count_crossings(cfg.gateway.plugin_stats);
     runtime.capabilities().kv.report(record);
     let err = |location: String, message: String| ConfigError { file: file.into(), location, message };
     // Certificates first: reading files is cheaper than compiling plugins.
     let tls = tls_store(cfg, file)?;
+
+    // Every plugin the bindings use, loaded (compiled on a cold start) side by side.
+    let deployments = cfg.deployments().map_err(|(location, message)| err(location, message))?;
+    let loaded = components::load_all(
+        cfg,
+        runtime,
+        builtins,
+        deployments.iter().flat_map(|d| d.api.policies.iter().map(|b| b.plugin.as_str())),
+    );
 
     // Pass 1: every binding joins the pool of its (plugin, memory cap).
     let mut pools: HashMap<(String, u32), PoolBuilder> = HashMap::new();
@@ -138,7 +125,6 @@ fn build(
     // A named policy is one binding however many APIs bind it.
     let mut named: HashMap<&str, ((String, u32), u32)> = HashMap::new();
     // Each API once per environment it is published in.
-    let deployments = cfg.deployments().map_err(|(location, message)| err(location, message))?;
     for d in &deployments {
         let (group, api) = (d.group, &d.api);
         for (i, b) in api.policies.iter().enumerate() {
@@ -152,11 +138,10 @@ fn build(
             }
             let key = (b.plugin.clone(), b.limits.memory_mib);
             if !pools.contains_key(&key) {
-                let loaded = plugin_path(cfg, runtime, plugin_dir, &b.plugin)
-                    .and_then(|path| runtime.load(&path))
-                    .map_err(|e| err(location.clone(), e.to_string()))?;
+                let plugin = loaded.get(&b.plugin).expect("every binding's plugin was loaded").as_ref();
+                let plugin = plugin.map_err(|e| err(location.clone(), e.clone()))?;
                 let mut builder = runtime
-                    .pool_builder(&b.plugin, &loaded, (b.limits.memory_mib as usize) << 20)
+                    .pool_builder(&b.plugin, plugin, (b.limits.memory_mib as usize) << 20)
                     .map_err(|e| err(location.clone(), e.to_string()))?;
                 if let Some(source) = cfg.plugins.get(&b.plugin) {
                     builder =
