@@ -1,5 +1,6 @@
 //! What a user gets from a release: the binary alone serves every built-in plugin (they are
-//! embedded), says which build it is, and names the override when a plugin folder is wrong.
+//! embedded), says which build it is, and names the override when a plugin folder is wrong;
+//! and docs/plugins.md's walkthrough, with nothing but the binary and Rust.
 
 mod common;
 
@@ -13,13 +14,23 @@ fn lone_binary() -> (PathBuf, Command) {
     let dir = common::temp_dir();
     let binary = dir.join("wasmgate");
     std::fs::copy(env!("CARGO_BIN_EXE_wasmgate"), &binary).unwrap();
-    let mut cmd = Command::new(&binary);
-    cmd.current_dir(&dir)
+    (dir.clone(), in_empty_home(Command::new(&binary), &dir, &dir.join("home")))
+}
+
+/// `cmd` run in `dir` with a clean environment whose home is `home` (new): Rust (rustup's and
+/// cargo's homes, so a plugin can be built) and nothing of Wasmgate's.
+fn in_empty_home(mut cmd: Command, dir: &Path, home: &Path) -> Command {
+    let real_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let from_env =
+        |var: &str, default: &str| std::env::var_os(var).map_or(real_home.join(default), PathBuf::from);
+    cmd.current_dir(dir)
         .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", dir.join("home"))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUSTUP_HOME", from_env("RUSTUP_HOME", ".rustup"))
+        .env("CARGO_HOME", from_env("CARGO_HOME", ".cargo"))
+        .env("HOME", home)
         .env("RUST_LOG", "info");
-    (dir, cmd)
+    cmd
 }
 
 const KEY: &str = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6";
@@ -82,11 +93,18 @@ async fn the_binary_alone_serves_every_built_in_plugin() {
     // Every one came from the binary, compiled into the (new, empty) default cache.
     let log = gw.log();
     for name in wasmgate_config::BUILTIN_PLUGINS {
-        assert!(log.contains(&format!("plugin=built-in {name} ")), "{name} not loaded from the binary:\n{log}");
+        assert!(
+            log.contains(&format!("plugin=built-in {name} ")),
+            "{name} not loaded from the binary:\n{log}"
+        );
     }
     let cache = gw.dir().join("home/.cache/wasmgate");
     let compiled = std::fs::read_dir(&cache).unwrap().count();
-    assert_eq!(compiled, wasmgate_config::BUILTIN_PLUGINS.len(), "one precompiled file per plugin in {cache:?}");
+    assert_eq!(
+        compiled,
+        wasmgate_config::BUILTIN_PLUGINS.len(),
+        "one precompiled file per plugin in {cache:?}"
+    );
 }
 
 #[test]
@@ -96,7 +114,10 @@ fn version_names_the_commit_and_the_plugin_contract() {
     let text = String::from_utf8(out.stdout).unwrap();
     let wit = std::fs::read_to_string(common::repo_root().join("wit/plugin.wit")).unwrap();
     let contract = wit.lines().find_map(|l| l.strip_prefix("package ")?.strip_suffix(';')).unwrap();
-    let git = Command::new("git").current_dir(common::repo_root()).args(["rev-parse", "--short=12", "HEAD"]).output();
+    let git = Command::new("git")
+        .current_dir(common::repo_root())
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output();
     let commit = git.ok().filter(|o| o.status.success()).map(|o| String::from_utf8(o.stdout).unwrap());
     let commit = commit.as_deref().map_or("unknown", str::trim);
     assert_eq!(
@@ -117,9 +138,88 @@ fn a_wrong_plugin_folder_is_named_with_the_option_that_set_it() {
 
     // A folder that has them is used instead of the binary's own.
     let plugins = common::plugin_dir();
-    let out = lone_binary().1.args(["validate", "-c"]).arg(dir.join("c.yaml")).arg("--plugin-dir").arg(&plugins).output();
+    let out = lone_binary()
+        .1
+        .args(["validate", "-c"])
+        .arg(dir.join("c.yaml"))
+        .arg("--plugin-dir")
+        .arg(&plugins)
+        .output();
     let out = out.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("plugin={}", Path::new(&plugins).join("wasmgate_plugin_cors.wasm").display())), "{err}");
+    assert!(
+        err.contains(&format!("plugin={}", Path::new(&plugins).join("wasmgate_plugin_cors.wasm").display())),
+        "{err}"
+    );
+}
+
+/// docs/plugins.md's walkthrough with only the binary and Rust: `plugin new` → `plugin build`
+/// (precompiled) → `plugin test` → the printed config served and called. Each step's time
+/// is printed (docs/plugins.md reports them).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_is_made_tested_and_served_with_only_the_binary() {
+    let (dir, _) = lone_binary();
+    let step = |name: &str, args: &[&str], at: &Path| {
+        let started = std::time::Instant::now();
+        let out = in_empty_home(Command::new(dir.join("wasmgate")), at, &dir.join("home"))
+            .args(args)
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        eprintln!("walkthrough: {name} took {:.1} s", started.elapsed().as_secs_f64());
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), text)
+    };
+    let (ok, _, text) = step("plugin new", &["plugin", "new", "tenant-check"], &dir);
+    assert!(ok, "{text}");
+    let project = dir.join("tenant-check");
+    assert!(project.join("sdk/src/lib.rs").is_file() && project.join("wit/plugin.wit").is_file(), "{text}");
+
+    let (ok, printed, text) =
+        step("plugin build", &["plugin", "build", "--precompile", "--listen", "127.0.0.1:0"], &project);
+    assert!(ok, "{text}");
+    assert!(printed.contains("tenant-check 0.1.0 (rust), built against wasmgate:plugin@"), "{printed}");
+    assert!(!text.contains("Compiling wasmtime"), "a plugin build compiled the gateway's runtime:\n{text}");
+    // The printed config, as an operator would copy it: from `---` to `...`.
+    let start = printed.find("\n---\n").expect("a YAML document") + 1;
+    let end = printed.find("\n...\n").expect("the document's end") + 5;
+    let config = &printed[start..end];
+
+    let (ok, _, text) = step("plugin test", &["plugin", "test"], &project);
+    assert!(ok && text.contains("3 passed, 0 failed"), "{text}");
+    // A case that cannot pass makes the run fail, saying where.
+    let tests = std::fs::read_to_string(project.join("tests.yaml")).unwrap();
+    let wrong = "  - name: wrong on purpose\n    config: {header: x-tenant}\n    request: {path: /a}\n    expect: {status: 404}\n";
+    std::fs::write(project.join("tests.yaml"), format!("{tests}{wrong}")).unwrap();
+    let (ok, printed, text) = step("plugin test (a failing case)", &["plugin", "test"], &project);
+    assert!(!ok, "{text}");
+    assert!(
+        printed.contains("case wrong on purpose ... FAILED\n    status: expected 404, got 400"),
+        "{printed}"
+    );
+    assert!(printed.contains("3 passed, 1 failed"), "{printed}");
+
+    let file = dir.join("gateway.yaml");
+    std::fs::write(&file, config).unwrap();
+    let started = std::time::Instant::now();
+    let mut run = in_empty_home(Command::new(dir.join("wasmgate")), &dir, &dir.join("home"));
+    run.args(["run", "-c"]).arg(&file);
+    let gw = Gateway::launch(run, dir.clone(), file)
+        .unwrap_or_else(|e| panic!("the printed config:\n{config}\n{e}"));
+    eprintln!("walkthrough: serving took {:.1} s", started.elapsed().as_secs_f64());
+    let c = HttpClient::default();
+    let r = c.get(&gw.url("/orders"), &[]).await;
+    assert_eq!((r.status, r.error_code().as_str()), (400, "TENANT_CHECK.0001"));
+    let r = c.get(&gw.url("/orders"), &[("x-tenant", "acme")]).await;
+    assert_eq!(
+        (r.status, r.header("x-checked-by"), &r.body[..]),
+        (200, Some("tenant-check"), &b"passed tenant-check"[..])
+    );
+    // `--precompile` filled the cache this start read.
+    assert!(
+        gw.log().contains("tenant_check.wasm kb=") && gw.log().contains("precompiled=true"),
+        "{}",
+        gw.log()
+    );
 }

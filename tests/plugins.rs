@@ -116,7 +116,9 @@ fn inspect_says_what_each_component_is() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly component"));
 }
 
-/// docs/plugins.md's walkthrough: create, build, test, serve.
+/// A project made from a checkout: the Rust harness's tests (`cargo test`) run, and reuse the
+/// runtime the checkout compiled. (tests/install.rs walks through docs/plugins.md with only the
+/// binary.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_plugin_is_created_tested_and_served() {
     let dir = temp_dir().join("tenant-check");
@@ -127,12 +129,16 @@ async fn a_new_plugin_is_created_tested_and_served() {
         assert!(out.status.success(), "{cmd:?} failed:\n{text}");
         text
     };
-    run(wasmgate().args(["plugin", "new", "tenant-check", "--dir"]).arg(&dir));
+    run(wasmgate()
+        .args(["plugin", "new", "tenant-check", "--checkout"])
+        .arg(repo_root())
+        .arg("--dir")
+        .arg(&dir));
     let built = run(wasmgate().args(["plugin", "build"]).arg(&dir));
     assert!(built.contains("tenant-check 0.1.0 (rust), built against wasmgate:plugin@0.2.1"), "{built}");
     // The path the build printed, as an operator would copy it.
-    let component = built.lines().find_map(|l| l.strip_prefix("  tenant-check: {path: ")).unwrap();
-    let component = component.trim_end_matches('}').to_string();
+    let component = built.lines().find_map(|l| l.strip_prefix("  tenant-check: {path: '")).unwrap();
+    let component = component.trim_end_matches("'}").to_string();
 
     // The template's own tests, with the harness.
     let tested = run(Command::new(env!("CARGO")).arg("test").current_dir(&dir));

@@ -324,8 +324,8 @@ impl PluginRuntime {
             return Ok(LoadedPlugin { component: component.clone(), info });
         }
         // Read before compiling: a bad manifest is cheaper to report than to compile.
-        let info =
-            PluginInfo::read(bytes).map_err(|reason| RuntimeError::Invalid { path: origin.into(), reason })?;
+        let info = PluginInfo::read(bytes)
+            .map_err(|reason| RuntimeError::Invalid { path: origin.into(), reason })?;
         let cached = self.cache_dir.as_ref().map(|dir| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             self.engine.precompile_compatibility_hash().hash(&mut h);

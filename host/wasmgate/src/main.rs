@@ -5,11 +5,13 @@ mod admin_cli;
 mod components;
 mod otlp;
 mod plugin_cli;
+mod plugin_test;
 mod snapshot;
 mod store;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use components::Builtins;
 use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +21,6 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
-use components::Builtins;
 use wasmgate_config::GatewayConfig;
 use wasmgate_proxy::{ListenerSettings, ListenerTls, ProxyState};
 use wasmgate_runtime::PluginRuntime;
@@ -118,9 +119,12 @@ impl PluginArgs {
 }
 
 fn cache_dir(config: &GatewayConfig) -> Option<PathBuf> {
-    if let Some(d) = &config.gateway.plugin_cache_dir {
-        return Some(d.clone());
-    }
+    config.gateway.plugin_cache_dir.clone().or_else(default_cache_dir)
+}
+
+/// The plugin cache without `gateway.plugin_cache_dir`: `$XDG_CACHE_HOME/wasmgate`, else
+/// `~/.cache/wasmgate`.
+fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
@@ -197,7 +201,8 @@ fn main() -> Result<()> {
         Command::Plugin(command) => plugin_cli::run(command),
         Command::Validate { config, plugins } => {
             let cfg = GatewayConfig::load(&config)?;
-            let builder = snapshot::Builder::new(PluginRuntime::new(cache_dir(&cfg))?, plugins.builtins(), None);
+            let builder =
+                snapshot::Builder::new(PluginRuntime::new(cache_dir(&cfg))?, plugins.builtins(), None);
             let (_, grants) = builder.build_with_grants(&cfg, &config)?;
             for line in grants {
                 println!("grants: {line}");

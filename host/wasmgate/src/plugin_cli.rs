@@ -1,6 +1,8 @@
 //! `wasmgate plugin ...`: what a plugin developer runs. `new` writes a Rust plugin project
-//! from the template in `templates/plugin/`, `build` turns one into a component and says how
-//! to bind it, `inspect` prints what any component (Rust, Python, JavaScript) says about
+//! from the template in `templates/plugin/` (with this binary's SDK and contract, so nothing
+//! else is needed), `build` turns one into a component and prints a config that serves it,
+//! `test` runs its test cases (`plugin_test.rs`), `precompile` fills the plugin cache ahead
+//! of a start, `inspect` prints what any component (Rust, Python, JavaScript) says about
 //! itself.
 
 use anyhow::{Context, Result, bail};
@@ -10,21 +12,51 @@ use wasmgate_runtime::{PluginInfo, PluginRuntime};
 #[derive(clap::Subcommand)]
 pub enum PluginCommand {
     /// Create a Rust plugin project NAME (a folder of that name, or `--dir`): a policy, its
-    /// config schema, a test and a README.
+    /// config schema, test cases and a README, with this gateway's SDK and contract.
     New {
         name: String,
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The Wasmgate checkout whose SDK and test harness the project uses (default: the
-        /// one this binary was built from).
+        /// Use the SDK of this Wasmgate checkout instead, and add Rust tests with its test
+        /// harness (`cargo test`; it compiles the gateway's runtime, so builds in the
+        /// checkout's target directory).
         #[arg(long, value_name = "DIR")]
         checkout: Option<PathBuf>,
     },
     /// Build the Rust plugin project in DIR to a wasm32-wasip2 component, check that this
-    /// gateway runs it, and print how to bind it.
+    /// gateway runs it, and print a config that serves it.
     Build {
         #[arg(default_value = ".")]
         dir: PathBuf,
+        /// The listener address in the printed config.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Also compile it for this gateway into its plugin cache, so the first start that
+        /// loads it does not wait for the compiler.
+        #[arg(long)]
+        precompile: bool,
+        /// The plugin cache `--precompile` fills (default: the gateway's default).
+        #[arg(long, value_name = "DIR", requires = "precompile")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Run a plugin's test cases (PATH: a test file, or a project folder with tests.yaml) in
+    /// this gateway's runtime. The component is the file's `plugin`, `--component`, or the
+    /// project built first.
+    Test {
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        component: Option<PathBuf>,
+    },
+    /// Compile components (any language) for this gateway into its plugin cache, so a start
+    /// that loads them does not wait for the compiler (an interpreter takes a minute or more).
+    Precompile {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The plugin cache to fill (default: the gateway's default; a config's
+        /// `gateway.plugin_cache_dir` must name the same folder).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
     /// Print a component's name, version, language, contract version, config schema and the
     /// capabilities it imports.
@@ -40,19 +72,49 @@ pub enum PluginCommand {
 pub fn run(command: PluginCommand) -> Result<()> {
     match command {
         PluginCommand::New { name, dir, checkout } => new(&name, dir, checkout),
-        PluginCommand::Build { dir } => build(&dir),
+        PluginCommand::Build { dir, listen, precompile, cache_dir } => {
+            build(&dir, &listen, precompile.then(|| cache_dir.or_else(crate::default_cache_dir)))
+        }
+        PluginCommand::Test { path, component } => crate::plugin_test::run(&path, component.as_deref()),
+        PluginCommand::Precompile { files, cache_dir } => {
+            let cache =
+                cache_dir.or_else(crate::default_cache_dir).context("no plugin cache: pass --cache-dir")?;
+            let runtime = PluginRuntime::new(Some(cache.clone()))?;
+            for file in &files {
+                let loaded = runtime.load(file)?;
+                println!("{}: {} (in {})", file.display(), describe(&loaded.info), cache.display());
+            }
+            Ok(())
+        }
         PluginCommand::Inspect { file, config } => inspect(&file, config.as_deref()),
     }
 }
 
+/// The project template: (file, text) with `{{...}}` placeholders.
 const TEMPLATE: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("../templates/plugin/Cargo.toml.tmpl")),
-    (".cargo/config.toml", include_str!("../templates/plugin/config.toml.tmpl")),
     ("schema.json", include_str!("../templates/plugin/schema.json.tmpl")),
     ("src/lib.rs", include_str!("../templates/plugin/lib.rs.tmpl")),
-    ("tests/policy.rs", include_str!("../templates/plugin/test.rs.tmpl")),
+    ("tests.yaml", include_str!("../templates/plugin/tests.yaml.tmpl")),
     ("README.md", include_str!("../templates/plugin/README.md.tmpl")),
     (".gitignore", "/target\n"),
+];
+
+/// What a project made without a checkout gets: the SDK (its manifest is a template) and the
+/// contract as this binary was built with them, and the lock file its tests passed with.
+const SDK_MANIFEST: (&str, &str) =
+    ("sdk/Cargo.toml", include_str!("../templates/plugin/sdk.Cargo.toml.tmpl"));
+const VENDORED: &[(&str, &str)] = &[
+    ("sdk/src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    ("sdk/src/view.rs", include_str!("../../../sdk/src/view.rs")),
+    ("wit/plugin.wit", include_str!("../../../wit/plugin.wit")),
+    ("Cargo.lock", include_str!("../../../Cargo.lock")),
+];
+
+/// What a project made with `--checkout` gets: the Rust harness's tests.
+const HARNESS: &[(&str, &str)] = &[
+    (".cargo/config.toml", include_str!("../templates/plugin/config.toml.tmpl")),
+    ("tests/policy.rs", include_str!("../templates/plugin/test.rs.tmpl")),
 ];
 
 fn new(name: &str, dir: Option<PathBuf>, checkout: Option<PathBuf>) -> Result<()> {
@@ -63,61 +125,116 @@ fn new(name: &str, dir: Option<PathBuf>, checkout: Option<PathBuf>) -> Result<()
         bail!("plugin name `{name}`: use lower-case letters, digits and `-`, starting with a letter");
     }
     let checkout = match checkout {
-        Some(c) => c,
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."),
+        None => None,
+        Some(c) => {
+            Some(c.canonicalize().ok().filter(|c| c.join("sdk/testing/Cargo.toml").is_file()).with_context(
+                || format!("--checkout {}: not a Wasmgate checkout (no sdk/testing)", c.display()),
+            )?)
+        }
     };
-    let checkout =
-        checkout.canonicalize().ok().filter(|c| c.join("sdk/testing/Cargo.toml").is_file()).with_context(
-            || format!("{} is not a Wasmgate checkout: pass --checkout DIR", checkout.display()),
-        )?;
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
         bail!("{} already exists and is not empty", dir.display());
     }
     let code = name.to_ascii_uppercase().replace('-', "_") + ".0001";
+    let checkout_text = checkout.as_ref().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
+    let (sdk, harness, more, templates, copies): (_, _, _, Vec<_>, _) = match &checkout {
+        None => (
+            "sdk".to_string(),
+            String::new(),
+            "- `sdk/`, `wit/`: the Rust SDK and the plugin contract of the gateway that created it.\n",
+            vec![SDK_MANIFEST],
+            VENDORED,
+        ),
+        Some(c) => (
+            format!("{}/sdk", c.display()),
+            format!("\n{}", include_str!("../templates/plugin/harness.toml.tmpl")),
+            "- `tests/policy.rs`: Rust tests with the `wasmgate-test` harness (`cargo test`), which\n  runs the plugin in the runtime of the checkout the project names.\n",
+            HARNESS.to_vec(),
+            &[][..],
+        ),
+    };
     let fill = |text: &str| {
-        text.replace("{{name}}", name)
+        text.replace("{{harness}}", &harness)
+            .replace("{{more}}", more)
+            .replace("{{sdk}}", &sdk)
+            .replace("{{version}}", env!("CARGO_PKG_VERSION"))
+            .replace("{{name}}", name)
             .replace("{{crate}}", &name.replace('-', "_"))
             .replace("{{code}}", &code)
-            .replace("{{checkout}}", &checkout.to_string_lossy())
+            .replace("{{checkout}}", &checkout_text)
     };
-    for (file, text) in TEMPLATE {
+    // Templates are filled in; the SDK's own files are written as they are.
+    let filled = TEMPLATE.iter().chain(&templates).map(|(file, text)| (*file, fill(text)));
+    for (file, text) in filled.chain(copies.iter().map(|(file, text)| (*file, text.to_string()))) {
         let path = dir.join(file);
         std::fs::create_dir_all(path.parent().expect("in the project"))?;
-        std::fs::write(&path, fill(text)).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    // The gateway's own lock file: the same dependency versions, so the project's tests
-    // reuse what the checkout has compiled.
-    let _ = std::fs::copy(checkout.join("Cargo.lock"), dir.join("Cargo.lock"));
-    println!("created {} ({name}): a policy, its config schema, a test and a README", dir.display());
-    println!("next:\n  cd {}\n  wasmgate plugin build\n  cargo test", dir.display());
+    if let Some(c) = &checkout {
+        // The gateway's own lock file: the same dependency versions, so the project's tests
+        // reuse what the checkout has compiled.
+        let _ = std::fs::copy(c.join("Cargo.lock"), dir.join("Cargo.lock"));
+    }
+    println!("created {} ({name}): a policy, its config schema, test cases and a README", dir.display());
+    println!("next:\n  cd {}\n  wasmgate plugin build\n  wasmgate plugin test", dir.display());
     Ok(())
 }
 
-fn build(dir: &Path) -> Result<()> {
+fn build(dir: &Path, listen: &str, precompile: Option<Option<PathBuf>>) -> Result<()> {
     let wasm = wasmgate_test::try_build(&dir.to_string_lossy(), "release").map_err(anyhow::Error::msg)?;
     // What `run` would do with it: compile, link against what this gateway provides, and
     // find the policy export (a `RuntimeError` says which failed).
-    let runtime = PluginRuntime::new(None)?;
+    let cache = match precompile {
+        Some(Some(dir)) => Some(dir),
+        Some(None) => bail!("no plugin cache to precompile into: pass --cache-dir"),
+        None => None,
+    };
+    let runtime = PluginRuntime::new(cache.clone())?;
     let loaded = runtime.load(&wasm)?;
     let name = loaded.info.name.clone().unwrap_or_else(|| "my-plugin".into());
     runtime.pool_builder(&name, &loaded, 16 << 20)?;
     let size = std::fs::metadata(&wasm)?.len();
     let path = wasm.canonicalize()?;
     println!("built {} ({} KB): {}", path.display(), size.div_ceil(1024), describe(&loaded.info));
-    let required = loaded.info.config_schema.as_ref().and_then(|s| s["required"].as_array().cloned());
-    let required = required
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect::<Vec<_>>();
+    if let Some(cache) = &cache {
+        println!("precompiled for this gateway into {}", cache.display());
+    }
+    let (config, missing) = example_config(loaded.info.config_schema.as_ref());
+    let config_line = serde_json::to_string(&config)?;
+    println!("\nA gateway config that serves it (wasmgate run -c FILE):\n");
+    println!("---");
+    println!("listeners: [{{address: '{listen}'}}]");
+    println!("plugins:\n  {name}: {{path: '{}'}}", path.display());
     println!(
-        "\nBind it in the gateway's config:\n\nplugins:\n  {name}: {{path: {}}}\ngroups:\n  - id: ...\n    apis:\n      - id: ...\n        policies:\n          - plugin: {name}\n            config: {{}}   # required: {}\n",
-        path.display(),
-        if required.is_empty() { "nothing".into() } else { required.join(", ") },
+        "groups:\n  - id: {name}-demo\n    apis:\n      - id: {name}-demo\n        path: /\n        match: prefix"
     );
-    println!("or upload it to a running gateway: wasmgate admin upload-plugin {name} {}", path.display());
+    println!("        backend: {{mock: {{status: 200, body: 'passed {name}'}}}}");
+    println!("        policies:\n          - plugin: {name}\n            config: {config_line}");
+    if !missing.is_empty() {
+        println!("            # set: {} (the schema gives no default or example)", missing.join(", "));
+    }
+    println!("...");
+    println!("\nor upload it to a running gateway: wasmgate admin upload-plugin {name} {}", path.display());
     Ok(())
+}
+
+/// A config for the printed example: each required field's `default`, else its first
+/// `examples` entry; the names of those with neither.
+fn example_config(schema: Option<&serde_json::Value>) -> (serde_json::Value, Vec<String>) {
+    let mut config = serde_json::Map::new();
+    let mut missing = Vec::new();
+    let Some(schema) = schema else { return (config.into(), missing) };
+    for field in schema["required"].as_array().into_iter().flatten().filter_map(|f| f.as_str()) {
+        let property = &schema["properties"][field];
+        match property.get("default").or_else(|| property["examples"].get(0)) {
+            Some(v) => {
+                config.insert(field.to_string(), v.clone());
+            }
+            None => missing.push(field.to_string()),
+        }
+    }
+    (config.into(), missing)
 }
 
 fn describe(info: &PluginInfo) -> String {
@@ -180,4 +297,26 @@ fn declared(file: &Path, config: &str) -> Result<(Vec<String>, Vec<String>)> {
     let policy =
         pool.build()?.pop().expect("one binding").map_err(|e| anyhow::anyhow!("config refused: {e}"))?;
     Ok(policy.granted())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SDK_MANIFEST;
+
+    /// The SDK written into projects asks for exactly the dependencies, at the versions, that
+    /// the workspace builds and tests it with.
+    #[test]
+    fn the_vendored_sdk_has_the_workspace_dependencies() {
+        let workspace = include_str!("../../../Cargo.toml");
+        let sdk = include_str!("../../../sdk/Cargo.toml");
+        let deps = |manifest: &'static str| manifest.split_once("[dependencies]\n").expect("dependencies").1;
+        let vendored: Vec<&str> = deps(SDK_MANIFEST.1).lines().filter(|l| l.contains(" = ")).collect();
+        for line in &vendored {
+            assert!(workspace.lines().any(|w| w == *line), "`{line}` is not as the workspace has it");
+        }
+        let names: Vec<&str> = vendored.iter().filter_map(|l| l.split_once(" = ")).map(|(n, _)| n).collect();
+        let sdk_names: Vec<&str> =
+            deps(sdk).lines().filter_map(|l| l.split_once(".workspace")).map(|(n, _)| n).collect();
+        assert_eq!(names, sdk_names, "sdk/Cargo.toml's dependencies");
+    }
 }

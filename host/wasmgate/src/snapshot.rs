@@ -2,11 +2,11 @@
 //! its bindings' configs, build the router. All or nothing: the first error is returned with
 //! the file and place it is about, and nothing is served from a half-built snapshot.
 
+use crate::components::{self, Builtins};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use crate::components::{self, Builtins};
 use wasmgate_config::{self as config, ConfigError, GatewayConfig};
 use wasmgate_proxy::access_log::SpanSink;
 use wasmgate_proxy::backend::{Backend, HttpBackend};

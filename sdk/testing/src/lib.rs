@@ -105,15 +105,21 @@ impl Plugin {
 
     /// Load a component file; panics with the runtime's reason if it is not a plugin.
     pub fn load(path: impl AsRef<Path>) -> Plugin {
-        let path = path.as_ref();
-        let runtime = PluginRuntime::new(None).expect("plugin runtime");
-        let loaded = runtime.load(path).unwrap_or_else(|e| panic!("{e}"));
+        Plugin::try_load(path.as_ref()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Load a component file, or say why it is not a plugin this gateway runs.
+    pub fn try_load(path: &Path) -> Result<Plugin, String> {
+        let runtime = PluginRuntime::new(None).map_err(|e| e.to_string())?;
+        let loaded = runtime.load(path).map_err(|e| e.to_string())?;
         runtime.capabilities().log_sinks.capture();
         let name =
             loaded.info.name.clone().unwrap_or_else(|| path.file_stem().unwrap().to_string_lossy().into());
-        let tokio =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-        Plugin { runtime, loaded, name, bindings: Default::default(), tokio }
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("tokio runtime: {e}"))?;
+        Ok(Plugin { runtime, loaded, name, bindings: Default::default(), tokio })
     }
 
     /// What the component says about itself (name, version, config schema, imports).
@@ -143,6 +149,11 @@ impl Plugin {
     /// Stop the plugin's clock at `ms` since the Unix epoch (it runs until first set).
     pub fn set_now_ms(&self, ms: u64) {
         self.runtime.capabilities().clock.freeze_at(Some(ms));
+    }
+
+    /// Let the plugin's clock run again (the wall clock).
+    pub fn run_clock(&self) {
+        self.runtime.capabilities().clock.freeze_at(None);
     }
 
     /// Move the stopped clock on.
@@ -289,10 +300,15 @@ impl TestRequest {
     }
 
     /// Add a header line (names are lower-cased, as the gateway passes them).
-    pub fn header(mut self, name: &str, value: &str) -> TestRequest {
-        let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).expect("a header name");
-        self.headers.append(name, HeaderValue::from_str(value).expect("a header value"));
-        self
+    pub fn header(self, name: &str, value: &str) -> TestRequest {
+        self.try_header(name, value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::header`], or why `name: value` is not a header.
+    pub fn try_header(mut self, name: &str, value: &str) -> Result<TestRequest, String> {
+        let (name, value) = header_line(name, value)?;
+        self.headers.append(name, value);
+        Ok(self)
     }
 
     /// What the gateway does with a binding's `continue` before the next policy and phase:
@@ -348,13 +364,19 @@ pub struct TestResponse {
 
 impl TestResponse {
     pub fn new(status: u16) -> TestResponse {
-        TestResponse {
-            status: StatusCode::from_u16(status).expect("a status code"),
+        TestResponse::try_new(status).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::new`], or why `status` is not a status code.
+    pub fn try_new(status: u16) -> Result<TestResponse, String> {
+        let status = StatusCode::from_u16(status).map_err(|_| format!("{status} is not a status code"))?;
+        Ok(TestResponse {
+            status,
             headers: HeaderMap::new(),
             outcome: BackendOutcome::Responded,
             latency: Duration::from_millis(5),
             body: None,
-        }
+        })
     }
 
     /// The backend did not answer in time (the gateway answers 504).
@@ -362,10 +384,15 @@ impl TestResponse {
         TestResponse { outcome: BackendOutcome::TimedOut, ..TestResponse::new(504) }
     }
 
-    pub fn header(mut self, name: &str, value: &str) -> TestResponse {
-        let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).expect("a header name");
-        self.headers.append(name, HeaderValue::from_str(value).expect("a header value"));
-        self
+    pub fn header(self, name: &str, value: &str) -> TestResponse {
+        self.try_header(name, value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::header`], or why `name: value` is not a header.
+    pub fn try_header(mut self, name: &str, value: &str) -> Result<TestResponse, String> {
+        let (name, value) = header_line(name, value)?;
+        self.headers.append(name, value);
+        Ok(self)
     }
 
     fn view(&self) -> ResponseView<'_> {
@@ -377,6 +404,14 @@ impl TestResponse {
             body: self.body.as_deref(),
         }
     }
+}
+
+/// A header line as the gateway passes it (lower-case name), or why it is not one.
+fn header_line(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("`{name}` is not a header name"))?;
+    let value = HeaderValue::from_str(value).map_err(|_| format!("{value:?} is not a header value"))?;
+    Ok((name, value))
 }
 
 /// Reading actions in tests.
