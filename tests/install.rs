@@ -223,3 +223,98 @@ async fn a_plugin_is_made_tested_and_served_with_only_the_binary() {
         gw.log()
     );
 }
+
+/// The Debian package: built by scripts/package-deb from this build's binary, installed with
+/// dpkg, and its unit's command run as the unit would run it (its user, its environment; no
+/// systemd here): the sample config serves, plugins compile into the package's cache folder.
+/// Then purged. Needs root, as dpkg does (CI and the developers' machines are root).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_debian_package_installs_and_its_unit_serves() {
+    let dir = common::temp_dir();
+    let script = common::repo_root().join("scripts/package-deb");
+    let out = Command::new(&script)
+        .args(["--binary", env!("CARGO_BIN_EXE_wasmgate"), "--compress", "none", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deb = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let dpkg = |args: &[&str]| {
+        let out = Command::new("dpkg").args(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let _ = dpkg(&["--purge", "wasmgate"]); // a run that stopped half-way
+    let (ok, text) = dpkg(&["-i", &deb]);
+    assert!(ok, "dpkg -i {deb}:\n{text}");
+    let installed = Installed; // purged however this test ends
+
+    let unit = std::fs::read_to_string("/lib/systemd/system/wasmgate.service").unwrap();
+    let verify = Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/wasmgate.service"]).output();
+    if let Ok(v) = verify {
+        assert!(v.status.success(), "systemd-analyze verify:\n{}", String::from_utf8_lossy(&v.stderr));
+    }
+    let setting = |key: &str| -> Vec<String> {
+        unit.lines().filter_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_string).collect()
+    };
+    let user = setting("User").pop().expect("the unit names its user");
+    let exec: Vec<String> = setting("ExecStart").pop().unwrap().split_whitespace().map(str::to_string).collect();
+    assert_eq!(exec[..2], ["/usr/bin/wasmgate".to_string(), "run".into()]);
+    let meta = |p: &str| std::fs::metadata(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    use std::os::unix::fs::MetadataExt;
+    let uid = meta("/var/cache/wasmgate").uid();
+    assert_ne!(uid, 0, "the cache belongs to the service's user");
+    assert_eq!(meta("/var/lib/wasmgate").uid(), uid);
+    assert_eq!(meta("/etc/wasmgate/wasmgate.yaml").mode() & 0o777, 0o640, "the config may hold secrets");
+
+    // As systemd would start it: the unit's user, only the unit's environment.
+    let mut run = Command::new("setpriv");
+    run.args(["--reuid", &user, "--regid", &user, "--init-groups", "--"]).args(&exec).env_clear().current_dir("/");
+    for e in setting("Environment") {
+        let (k, v) = e.split_once('=').unwrap();
+        run.env(k, v);
+    }
+    let config = PathBuf::from("/etc/wasmgate/wasmgate.yaml");
+    std::fs::create_dir_all(dir.join("gateway")).unwrap();
+    let gw = Gateway::launch(run, dir.join("gateway"), config).unwrap_or_else(|e| panic!("the unit's command:\n{e}"));
+    assert_eq!(gw.addr.to_string(), "127.0.0.1:8080", "the sample config's listener");
+    let r = HttpClient::default().get(&gw.url("/wasmgate/health"), &[]).await;
+    assert_eq!((r.status, &r.body[..], r.header("x-served-by")), (200, &b"ok"[..], Some("wasmgate")));
+    let cached = std::fs::read_dir("/var/cache/wasmgate").unwrap().count();
+    assert_eq!(cached, 1, "response-headers, compiled into the package's cache folder");
+    drop(gw);
+    drop(installed);
+    assert!(!Path::new("/usr/bin/wasmgate").exists() && !Path::new("/var/cache/wasmgate").exists());
+}
+
+/// Purges the package when dropped, so a failed run leaves no package behind.
+struct Installed;
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "wasmgate"]).output();
+    }
+}
+
+/// The container recipe cannot be built here (no container engine, no image registry), so
+/// what can go wrong with it unseen is checked: every file it copies exists, its listener
+/// rewrite still matches the sample config, and it runs as the unit does (same folders,
+/// non-root).
+#[test]
+fn the_container_recipe_agrees_with_the_package() {
+    let root = common::repo_root();
+    let recipe = std::fs::read_to_string(root.join("host/wasmgate/dist/Containerfile")).unwrap();
+    for line in recipe.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let source = line.split_whitespace().nth(1).unwrap();
+        assert!(root.join(source).exists(), "{line}: no {source}");
+    }
+    let config = std::fs::read_to_string(root.join("host/wasmgate/dist/wasmgate.yaml")).unwrap();
+    let rewrite = recipe.lines().find_map(|l| l.split_once("sed -i 's/")).expect("the listener rewrite").1;
+    let (from, _) = rewrite.split_once('/').unwrap();
+    assert!(config.contains(from), "the recipe rewrites `{from}`, which the sample config no longer has");
+    let unit = std::fs::read_to_string(root.join("host/wasmgate/dist/wasmgate.service")).unwrap();
+    for env in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+        assert!(recipe.contains(env), "the unit sets {env}; the image does not");
+    }
+    assert!(recipe.contains("\nUSER wasmgate\n"), "the image runs as root");
+}

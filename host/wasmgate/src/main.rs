@@ -316,6 +316,18 @@ async fn run(source: Source, builtins: Builtins, admin_listen: std::net::SocketA
             .with_context(|| format!("gateway.outbound_ca `{}`", ca.display()))?;
         runtime.capabilities().outbound.trust(certs);
     }
+    // The ports first: one in use is reported before minutes of compiling, and a client that
+    // connects during start-up waits in the backlog instead of being refused.
+    let mut bound = Vec::new();
+    for l in &cfg.listeners {
+        let listener =
+            TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
+        // Tests and scripts read these lines, up to `wasmgate ready`, to learn the ports
+        // when the config says :0.
+        let scheme = if l.tls.is_some() { "https" } else { "http" };
+        announce(&format!("wasmgate listening on {scheme}://{}", listener.local_addr()?));
+        bound.push(listener);
+    }
     source.fetch_components(&cfg, &runtime).await?;
     let mut builder =
         snapshot::Builder::new(runtime.clone(), builtins, Some(tokio::runtime::Handle::current()));
@@ -356,14 +368,7 @@ async fn run(source: Source, builtins: Builtins, admin_listen: std::net::SocketA
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let drain = Duration::from_millis(cfg.gateway.drain_timeout_ms);
     let mut servers = Vec::new();
-    for l in &cfg.listeners {
-        let listener =
-            TcpListener::bind(l.address).await.with_context(|| format!("cannot listen on {}", l.address))?;
-        let addr = listener.local_addr()?;
-        // Tests and scripts read these lines, up to `wasmgate ready`, to learn the ports
-        // when the config says :0.
-        let scheme = if l.tls.is_some() { "https" } else { "http" };
-        announce(&format!("wasmgate listening on {scheme}://{addr}"));
+    for (l, listener) in cfg.listeners.iter().zip(bound) {
         let settings = Arc::new(ListenerSettings {
             trusted_proxies: l.trusted_proxies.clone(),
             tls: l.tls.as_ref().map(|t| ListenerTls { default_certificate: t.default_certificate.clone() }),
