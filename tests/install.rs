@@ -241,7 +241,8 @@ async fn the_debian_package_installs_and_its_unit_serves() {
     let deb = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let dpkg = |args: &[&str]| {
         let out = Command::new("dpkg").args(args).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
     };
     let _ = dpkg(&["--purge", "wasmgate"]); // a run that stopped half-way
@@ -250,7 +251,8 @@ async fn the_debian_package_installs_and_its_unit_serves() {
     let installed = Installed; // purged however this test ends
 
     let unit = std::fs::read_to_string("/lib/systemd/system/wasmgate.service").unwrap();
-    let verify = Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/wasmgate.service"]).output();
+    let verify =
+        Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/wasmgate.service"]).output();
     if let Ok(v) = verify {
         assert!(v.status.success(), "systemd-analyze verify:\n{}", String::from_utf8_lossy(&v.stderr));
     }
@@ -258,7 +260,8 @@ async fn the_debian_package_installs_and_its_unit_serves() {
         unit.lines().filter_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_string).collect()
     };
     let user = setting("User").pop().expect("the unit names its user");
-    let exec: Vec<String> = setting("ExecStart").pop().unwrap().split_whitespace().map(str::to_string).collect();
+    let exec: Vec<String> =
+        setting("ExecStart").pop().unwrap().split_whitespace().map(str::to_string).collect();
     assert_eq!(exec[..2], ["/usr/bin/wasmgate".to_string(), "run".into()]);
     let meta = |p: &str| std::fs::metadata(p).unwrap_or_else(|e| panic!("{p}: {e}"));
     use std::os::unix::fs::MetadataExt;
@@ -269,14 +272,18 @@ async fn the_debian_package_installs_and_its_unit_serves() {
 
     // As systemd would start it: the unit's user, only the unit's environment.
     let mut run = Command::new("setpriv");
-    run.args(["--reuid", &user, "--regid", &user, "--init-groups", "--"]).args(&exec).env_clear().current_dir("/");
+    run.args(["--reuid", &user, "--regid", &user, "--init-groups", "--"])
+        .args(&exec)
+        .env_clear()
+        .current_dir("/");
     for e in setting("Environment") {
         let (k, v) = e.split_once('=').unwrap();
         run.env(k, v);
     }
     let config = PathBuf::from("/etc/wasmgate/wasmgate.yaml");
     std::fs::create_dir_all(dir.join("gateway")).unwrap();
-    let gw = Gateway::launch(run, dir.join("gateway"), config).unwrap_or_else(|e| panic!("the unit's command:\n{e}"));
+    let gw = Gateway::launch(run, dir.join("gateway"), config)
+        .unwrap_or_else(|e| panic!("the unit's command:\n{e}"));
     assert_eq!(gw.addr.to_string(), "127.0.0.1:8080", "the sample config's listener");
     let r = HttpClient::default().get(&gw.url("/wasmgate/health"), &[]).await;
     assert_eq!((r.status, &r.body[..], r.header("x-served-by")), (200, &b"ok"[..], Some("wasmgate")));

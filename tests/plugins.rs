@@ -92,6 +92,30 @@ async fn the_ab_router_in_javascript() {
     routes_by_header("javascript").await;
 }
 
+/// `wasmgate plugin test` runs one test file against the Rust, Python and JavaScript twins of
+/// the A/B router: the declarative runner works for any language's component.
+#[test]
+fn the_ab_routers_pass_the_same_test_file() {
+    let tests = repo_root().join("sdk/examples/ab-router/tests.yaml");
+    let cache = temp_dir();
+    for language in ["rust", "python", "javascript"] {
+        let out = wasmgate()
+            .args(["plugin", "test"])
+            .arg(&tests)
+            .arg("--component")
+            .arg(ab_router(language))
+            .env("XDG_CACHE_HOME", &cache)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("3 passed, 0 failed"),
+            "{language}:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn inspect_says_what_each_component_is() {
     for (language, name) in

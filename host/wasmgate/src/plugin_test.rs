@@ -101,6 +101,11 @@ struct Step {
     expect: Expect,
 }
 
+/// A field given, even as `null` (which a plain `Option` cannot tell from one left out).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
 fn once() -> u32 {
     1
 }
@@ -155,6 +160,9 @@ struct Expect {
     /// Headers the backend gets as the plugin left them (`null`: absent).
     #[serde(default)]
     request_headers: BTreeMap<String, Option<String>>,
+    /// The backend the plugin sends the request to instead of the API's (`null`: the API's).
+    #[serde(default, deserialize_with = "present")]
+    backend: Option<Option<String>>,
     /// The reply's body contains this.
     body_contains: Option<String>,
     /// What the plugin published to its log sinks in this step, in order.
@@ -192,7 +200,8 @@ pub fn run(path: &Path, component: Option<&Path>) -> Result<()> {
             wasmgate_test::try_build(&base.to_string_lossy(), "release").map_err(anyhow::Error::msg)?
         }
     };
-    let plugin = Plugin::try_load(&component).map_err(anyhow::Error::msg)?;
+    let plugin =
+        Plugin::try_load_cached(&component, crate::default_cache_dir()).map_err(anyhow::Error::msg)?;
     let outbound: Arc<Mutex<Vec<OutboundAnswer>>> = Arc::default();
     let answers = outbound.clone();
     plugin
@@ -300,6 +309,8 @@ struct Outcome {
     headers: http::HeaderMap,
     /// The backend's request headers as the plugin left them.
     request_headers: http::HeaderMap,
+    /// The backend the plugin chose instead of the API's.
+    backend: Option<String>,
     body: bytes::Bytes,
 }
 
@@ -313,6 +324,7 @@ fn send(binding: &Binding<'_>, step: &Step) -> Result<Outcome, String> {
         status: response.status.as_u16(),
         headers: response.headers.clone(),
         request_headers: request.headers.clone(),
+        backend: None,
         body: response.body.clone().unwrap_or_default(),
     };
     if phases.request {
@@ -334,6 +346,7 @@ fn send(binding: &Binding<'_>, step: &Step) -> Result<Outcome, String> {
             RequestAction::Continue(changes) => {
                 request.apply(&changes);
                 out.request_headers = request.headers.clone();
+                out.backend = changes.backend.as_ref().map(|b| b.url.clone());
                 for op in changes.response_headers.iter().cloned() {
                     op.apply(&mut out.headers);
                 }
@@ -411,6 +424,15 @@ fn check(expect: &Expect, outcome: Result<Outcome, String>, plugin: &Plugin) -> 
             "status: expected {status}, got {} (body {:?})",
             out.status,
             String::from_utf8_lossy(&out.body)
+        );
+    }
+    if let Some(backend) = &expect.backend
+        && *backend != out.backend
+    {
+        bail!(
+            "backend: expected {}, got {}",
+            backend.as_deref().unwrap_or("the API's"),
+            out.backend.as_deref().unwrap_or("the API's")
         );
     }
     headers("headers", &expect.headers, &out.headers)?;

@@ -110,7 +110,13 @@ impl Plugin {
 
     /// Load a component file, or say why it is not a plugin this gateway runs.
     pub fn try_load(path: &Path) -> Result<Plugin, String> {
-        let runtime = PluginRuntime::new(None).map_err(|e| e.to_string())?;
+        Plugin::try_load_cached(path, None)
+    }
+
+    /// [`Self::try_load`], with compiled components kept in `cache_dir` (a plugin cache, as
+    /// the gateway's): an interpreter compiles once, not at every run.
+    pub fn try_load_cached(path: &Path, cache_dir: Option<PathBuf>) -> Result<Plugin, String> {
+        let runtime = PluginRuntime::new(cache_dir).map_err(|e| e.to_string())?;
         let loaded = runtime.load(path).map_err(|e| e.to_string())?;
         runtime.capabilities().log_sinks.capture();
         let name =
