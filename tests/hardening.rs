@@ -246,9 +246,10 @@ async fn closed_after(conn: &mut TcpStream, dribble: &[u8]) -> Duration {
         if let Some(b) = pending.next() {
             let _ = conn.write_all(&[*b]).await;
         }
-        match tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return started.elapsed(),
-            Ok(Ok(_)) | Err(_) => {}
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await
+        {
+            return started.elapsed();
         }
     }
 }

@@ -1,4 +1,5 @@
 //! Shared set-up for the benchmarks: load a built plugin into a one-binding pool.
+#![forbid(unsafe_code)]
 
 use http::{HeaderMap, HeaderValue, Method};
 use std::net::{IpAddr, Ipv4Addr};

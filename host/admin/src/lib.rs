@@ -20,6 +20,7 @@
 //!
 //! Every request needs `Authorization: Bearer TOKEN`. The token is made on first start and
 //! only its SHA-256 is stored; it is never logged.
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};

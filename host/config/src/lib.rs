@@ -4,6 +4,7 @@
 //! [`GatewayConfig::validate`] checks what serde cannot: ids, ranges, URLs. Everything that
 //! needs the proxy or the plugin runtime (path templates, plugin configs) is checked when the
 //! gateway builds a snapshot from this config; errors there name the same places.
+#![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -1029,11 +1030,7 @@ fn is_empty_document(text: &str) -> bool {
         .lines()
         .map(str::trim)
         .filter(|l| !(l.is_empty() || l.starts_with('#') || *l == "---" || *l == "..."));
-    match (content.next(), content.next()) {
-        (None, _) => true,
-        (Some("~" | "null" | "Null" | "NULL"), None) => true,
-        _ => false,
-    }
+    matches!((content.next(), content.next()), (None, _) | (Some("~" | "null" | "Null" | "NULL"), None))
 }
 
 /// Bounds on limits, so one binding cannot reserve the whole machine.

@@ -3,6 +3,7 @@
 //! This crate knows policies only through the [`policy::Policy`] trait; it does not depend
 //! on wasmtime. The routing table and every API's policy chain form one immutable
 //! [`Snapshot`], swapped atomically on reload; a request keeps the snapshot it started with.
+#![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod backend;

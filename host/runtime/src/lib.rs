@@ -192,6 +192,9 @@ pub struct LoadedPlugin {
     pub info: Arc<PluginInfo>,
 }
 
+/// Compiled components by content hash, each with what the pools using it hold.
+type CompiledByHash = HashMap<[u8; 32], (Component, std::sync::Weak<PluginInfo>)>;
+
 /// Owns the engine, the linkers and compiled components. One per gateway process.
 pub struct PluginRuntime {
     engine: Engine,
@@ -202,7 +205,7 @@ pub struct PluginRuntime {
     /// alive). One that nothing uses any more (replaced by an upload, removed from the
     /// config) is dropped at the next load instead of being kept for the process's life: a
     /// compiled interpreter is 36 MB.
-    compiled: Mutex<HashMap<[u8; 32], (Component, std::sync::Weak<PluginInfo>)>>,
+    compiled: Mutex<CompiledByHash>,
     caps: Arc<Capabilities>,
     stats: stats::CallStats,
 }

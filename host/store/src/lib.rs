@@ -11,6 +11,7 @@
 //! Every write also bumps a single generation number in the same transaction. Writers queue on
 //! that row, which makes check-then-write sequences inside a transaction safe on both
 //! databases; gateways poll it to learn that the store changed.
+#![forbid(unsafe_code)]
 
 pub mod layout;
 

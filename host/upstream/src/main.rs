@@ -1,6 +1,7 @@
 //! `wasmgate-upstream [ADDR] [--body-bytes N]`: a backend for the demo and the benchmarks.
 //! Without `--body-bytes` it answers every request with a JSON echo of it (method, path,
 //! query, headers), so the demo shows what the gateway forwarded; with it, N bytes of `x`.
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use http_body_util::Full;

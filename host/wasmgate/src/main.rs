@@ -1,5 +1,6 @@
 //! The `wasmgate` binary: `run` serves a config (a file or the store), `validate` checks
 //! one, `import`/`export` move one between a file and the store.
+#![forbid(unsafe_code)]
 
 mod admin_cli;
 mod components;

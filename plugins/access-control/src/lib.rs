@@ -148,10 +148,7 @@ impl Policy for AccessControl {
             Some(effect) => {
                 let id = req.identity();
                 let listed = |names: &Vec<String>| {
-                    [id.app_id.as_deref(), id.user.as_deref()]
-                        .into_iter()
-                        .flatten()
-                        .any(|a| names.iter().any(|n| n == a))
+                    [id.app_id, id.user].into_iter().flatten().any(|a| names.iter().any(|n| n == a))
                 };
                 match effect {
                     Effect::Allow(n) => listed(n),

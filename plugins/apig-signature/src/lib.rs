@@ -11,6 +11,7 @@
 //! sign requests to backends that check a signature key. The digests come from a
 //! [`Digests`]: [`Native`] computes them here; the plugin asks the gateway (its `crypto`
 //! import), which hashes several times faster than Wasm code can.
+#![forbid(unsafe_code)]
 
 use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};

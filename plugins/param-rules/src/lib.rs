@@ -2,6 +2,7 @@
 //! the path, query, headers or the system (`reqPath`, `method`, `serverName`, `sourceIp`),
 //! and conditions on them (`==`, `in`, `~~` for a whole-value regular expression) combined
 //! with `all` or `any`. Compiled once at load; a match reads only the selected fields.
+#![forbid(unsafe_code)]
 
 use serde::Deserialize;
 use wasmgate_sdk::prelude::*;

@@ -6,6 +6,7 @@
 //! Three plugins share it with configs of their own: `throttling` (Request Throttling 2.0,
 //! everything), `request-throttling` (traditional: the four limits in one period) and
 //! `credential-quota` (calls per credential per period).
+#![forbid(unsafe_code)]
 
 use serde::Deserialize;
 use wasmgate_param_rules::{Matcher, ParameterConfig, Parameters, WhenConfig};
@@ -278,13 +279,13 @@ impl Throttling {
         if let Some(ip_limit) = self.ip_limit {
             checks.push((format!("{scope}|ip|{}", req.client_ip()), ip_limit, self.window_ms));
         }
-        if let Some(app) = identity.app_id.as_deref() {
+        if let Some(app) = identity.app_id {
             let excluded = self.app_exclusions.iter().find(|(id, _)| id == app).map(|(_, l)| *l);
             if let Some(limit) = excluded.or(self.app_limit) {
                 checks.push((format!("{scope}|app|{app}"), limit, self.window_ms));
             }
         }
-        if let Some(user) = identity.user.as_deref() {
+        if let Some(user) = identity.user {
             let excluded = self.user_exclusions.iter().find(|(n, _)| n == user).map(|(_, l)| *l);
             if let Some(limit) = excluded.or(self.user_limit) {
                 checks.push((format!("{scope}|user|{user}"), limit, self.window_ms));

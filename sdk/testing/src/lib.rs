@@ -16,6 +16,7 @@
 //!     assert_eq!(reply.body, "hi");
 //! }
 //! ```
+#![forbid(unsafe_code)]
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};

@@ -4,6 +4,7 @@
 //! panic nor break the invariant it states. The binaries in `src/bin` run them under AFL++;
 //! `tests/smoke.rs` runs them over the corpus in `corpus/` and its mutations (CI's smoke).
 //! docs/SECURITY.md has the commands and the last run's figures.
+#![forbid(unsafe_code)]
 
 use http::{HeaderMap, Method, Uri};
 use std::path::Path;
@@ -27,12 +28,15 @@ struct Routes {
     rules: Vec<ParamRule>,
 }
 
+/// (domains, methods, path, prefix match, API id)
+type RouteRow = (&'static [&'static str], Option<Vec<Method>>, &'static str, bool, &'static str);
+
 fn routes() -> &'static Routes {
     static ROUTES: OnceLock<Routes> = OnceLock::new();
     ROUTES.get_or_init(|| {
         let mut router = Router::new();
         let get = Some(vec![Method::GET]);
-        let table: [(&[&str], Option<Vec<Method>>, &str, bool, &str); 7] = [
+        let table: [RouteRow; 7] = [
             (&[], None, "/", false, "root"),
             (&[], get.clone(), "/users/{id}", false, "user"),
             (&[], None, "/users/{id}/orders/{order}", false, "order"),
