@@ -51,6 +51,7 @@ fn validate_accepts_a_good_config_and_names_the_place_of_each_error() {
         let (ok, out) = validate(yaml);
         assert!(!ok, "accepted:\n{yaml}");
         assert!(out.contains(expected), "expected `{expected}` in:\n{out}");
+        assert!(!out.to_lowercase().contains("backtrace"), "an error with a backtrace:\n{out}");
     }
 }
 

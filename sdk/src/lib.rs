@@ -199,8 +199,14 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, C
     let mut de = serde_json::Deserializer::from_str(config);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let message = e.into_inner().to_string();
-        // An unknown or missing field is reported at its parent; its name is in the message.
+        let mut message = e.into_inner().to_string();
+        // serde_json says where in the JSON it was; the operator wrote YAML, and the gateway
+        // names the binding and the field instead.
+        if let Some(at) = message.rfind(" at line ").filter(|&at| message[at..].contains(" column ")) {
+            message.truncate(at);
+        }
+        // An unknown or missing field is reported at its parent or at itself (depending on
+        // where serde stopped); its name is in the message.
         let named = message
             .split('`')
             .nth(1)
@@ -208,6 +214,7 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, C
         let field = match (path.as_str(), named) {
             (".", Some(name)) => name.to_string(),
             (".", None) => String::new(),
+            (at, Some(name)) if at == name || at.ends_with(&format!(".{name}")) => at.to_string(),
             (parent, Some(name)) => format!("{parent}.{name}"),
             (at, None) => at.to_string(),
         };

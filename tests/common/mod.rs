@@ -170,7 +170,8 @@ pub fn config_header_with(gateway: &str) -> String {
 pub fn wasmgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasmgate"));
     // The built-ins embedded in the binary, whatever the caller's environment says.
-    cmd.env_remove("WASMGATE_PLUGIN_DIR").env("RUST_LOG", "info");
+    // RUST_BACKTRACE as a developer's shell may have it: errors must read the same with it.
+    cmd.env_remove("WASMGATE_PLUGIN_DIR").env("RUST_LOG", "info").env("RUST_BACKTRACE", "1");
     cmd
 }
 

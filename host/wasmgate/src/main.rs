@@ -187,12 +187,23 @@ fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let _access_log = init_logging();
     // Panics are contained per request or per plugin call; log them like everything else.
     std::panic::set_hook(Box::new(|info| error!("panic: {info}")));
-    let cli = Cli::parse();
-    match cli.command {
+    match command(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // What went wrong and where, with its causes; never a backtrace of the gateway's
+            // own code (which `RUST_BACKTRACE` would add to anyhow's report).
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn command(command: Command) -> Result<()> {
+    match command {
         Command::Credential { id } => {
             let (key, secret, app_code) =
                 wasmgate_admin::credential_keys().map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
