@@ -17,6 +17,10 @@ fn validate_accepts_a_good_config_and_names_the_place_of_each_error() {
     let (ok, out) = validate(&api("a", "v1"));
     assert!(ok, "{out}");
     assert!(out.contains("FILE: OK"), "{out}");
+    // A backend path parameter a mapping sets is known.
+    let mapped = "groups:\n  - id: g\n    apis:\n      - {id: a, path: '/users/{id}', backend: {http: {url: 'http://127.0.0.1:9', path: '/v2/users/{user}'}}, mapping: [{to: {in: path, name: user}, from: {in: path, name: id}}]}\n";
+    let (ok, out) = validate(mapped);
+    assert!(ok, "{out}");
 
     let trap = fixture("trap").display().to_string();
     let cases = [
@@ -35,6 +39,10 @@ fn validate_accepts_a_good_config_and_names_the_place_of_each_error() {
         (
             "groups:\n  - id: g\n    apis:\n      - {id: a, path: /x, backend: {mock: {}}}\n      - {id: b, path: /x, backend: {mock: {}}}\n",
             "FILE: group `g` > api `b` > path: `/x` with method ANY is already routed",
+        ),
+        (
+            "groups:\n  - id: g\n    apis:\n      - {id: a, path: '/users/{id}', backend: {http: {url: 'http://127.0.0.1:9', path: '/v2/users/{user_id}'}}}\n",
+            "FILE: group `g` > api `a` > backend.http.path: `/v2/users/{user_id}` names {user_id}, which the API's path `/users/{id}` does not capture and no mapping sets",
         ),
         (
             "plugins: {mine: {path: /nonexistent/mine.wasm}}\ngroups:\n  - id: g\n    apis:\n      - {id: a, path: /x, backend: {mock: {}}, policies: [{plugin: mine}]}\n",

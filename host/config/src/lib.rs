@@ -1033,6 +1033,17 @@ fn is_empty_document(text: &str) -> bool {
     matches!((content.next(), content.next()), (None, _) | (Some("~" | "null" | "Null" | "NULL"), None))
 }
 
+/// The parameter names in a path template: `{id}` and `{rest+}` (not `#{VARIABLE}`s).
+fn template_names(template: &str) -> impl Iterator<Item = &str> {
+    template.match_indices('{').filter_map(move |(at, _)| {
+        if template[..at].ends_with('#') {
+            return None;
+        }
+        let rest = &template[at + 1..];
+        Some(rest[..rest.find('}')?].trim_end_matches('+'))
+    })
+}
+
 /// Bounds on limits, so one binding cannot reserve the whole machine.
 pub const MAX_CPU_MS: u64 = 10_000;
 pub const MAX_MEMORY_MIB: u32 = 256;
@@ -1696,10 +1707,26 @@ impl Api {
                         "needs a key and a secret of at least 16 characters".into(),
                     ));
                 }
-                if let Some(p) = &h.path
-                    && !p.starts_with('/')
-                {
-                    return Err(("backend.http.path".into(), format!("`{p}` must start with /")));
+                if let Some(p) = &h.path {
+                    if !p.starts_with('/') {
+                        return Err(("backend.http.path".into(), format!("`{p}` must start with /")));
+                    }
+                    // A name nothing fills would become empty at run time, silently.
+                    let mapped = |name: &str| {
+                        self.mapping.iter().any(|m| m.to.location == ParamLocation::Path && m.to.name == name)
+                    };
+                    if let Some(name) =
+                        template_names(p).find(|n| !template_names(&self.path).any(|c| c == *n) && !mapped(n))
+                    {
+                        return Err((
+                            "backend.http.path".into(),
+                            format!(
+                                "`{p}` names {{{name}}}, which the API's path `{}` does not capture and no \
+                                 mapping sets",
+                                self.path
+                            ),
+                        ));
+                    }
                 }
             }
             Backend::Mock(m) => {
