@@ -38,8 +38,38 @@ pub fn plugin_dir() -> PathBuf {
     dir
 }
 
+/// A test plugin from `tests/fixtures/NAME`, as `scripts/build-plugins` built it; one older
+/// than its sources (or the SDK's) is refused, so no test passes on a stale build.
 pub fn fixture(name: &str) -> PathBuf {
-    plugin_dir().join(format!("wasmgate_fixture_{}.wasm", name.replace('-', "_")))
+    let wasm = plugin_dir().join(format!("wasmgate_fixture_{}.wasm", name.replace('-', "_")));
+    let built = std::fs::metadata(&wasm).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+    let root = repo_root();
+    // What cargo rebuilds a fixture for (so the check cannot ask for a build cargo skips).
+    let fixture = root.join("tests/fixtures").join(name);
+    let sources = [fixture.join("src"), root.join("sdk/src"), root.join("wit")];
+    if let Some(newer) = sources.iter().flat_map(|d| newest(d)).find(|(_, t)| *t > built) {
+        panic!("{} is older than {}: run scripts/build-plugins", wasm.display(), newer.0.display());
+    }
+    wasm
+}
+
+/// Every file at or under `dir` with its modification time.
+fn newest(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut found = Vec::new();
+    if let Ok(t) = std::fs::metadata(dir).and_then(|m| m.modified())
+        && dir.is_file()
+    {
+        found.push((dir.to_path_buf(), t));
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(newest(&path));
+        } else if let Ok(t) = entry.metadata().and_then(|m| m.modified()) {
+            found.push((path, t));
+        }
+    }
+    found
 }
 
 /// A loopback HTTP server that echoes each request as JSON and counts hits.
