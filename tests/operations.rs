@@ -56,14 +56,31 @@ async fn metrics_are_scraped_and_move_as_requests_flow() {
     let after = scrape(&gw).await;
     let delta = |series: &str| sample(&after, series) - sample(&before, series);
 
-    assert_eq!(delta("wasmgate_requests_total{api=\"a\",class=\"2xx\",environment=\"RELEASE\"}"), 5.0);
+    // By exact status and method (bounded: the standard methods, statuses 100-599).
+    assert_eq!(
+        delta("wasmgate_requests_total{api=\"a\",code=\"200\",environment=\"RELEASE\",method=\"GET\"}"),
+        5.0
+    );
     assert_eq!(delta("wasmgate_request_duration_seconds_count{api=\"a\",environment=\"RELEASE\"}"), 5.0);
     assert_eq!(delta("wasmgate_backend_duration_seconds_count{api=\"a\",environment=\"RELEASE\"}"), 5.0);
     // Unmatched requests count under an empty API label: raw paths never become labels.
-    assert_eq!(delta("wasmgate_requests_total{api=\"\",class=\"4xx\",environment=\"\"}"), 2.0);
+    assert_eq!(delta("wasmgate_requests_total{api=\"\",code=\"404\",environment=\"\",method=\"GET\"}"), 2.0);
     assert!(after.keys().all(|s| !s.contains("nowhere")));
-    assert_eq!(delta("wasmgate_requests_total{api=\"t\",class=\"4xx\",environment=\"RELEASE\"}"), 2.0);
-    assert_eq!(delta("wasmgate_policy_rejections_total{code=\"APIG.0308\",plugin=\"throttling\"}"), 2.0);
+    assert_eq!(
+        delta("wasmgate_requests_total{api=\"t\",code=\"429\",environment=\"RELEASE\",method=\"GET\"}"),
+        2.0
+    );
+    assert_eq!(
+        delta("wasmgate_policy_rejections_total{code=\"APIG.0308\",plugin=\"throttling\",status=\"429\"}"),
+        2.0
+    );
+    // The process and the build.
+    assert!(sample(&after, "process_resident_memory_bytes") > 1e6);
+    let build = after.keys().find(|k| k.starts_with("wasmgate_build_info{")).expect("wasmgate_build_info");
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(build.contains(&version) && build.contains("contract=\"wasmgate:plugin@"), "{build}");
+    assert_eq!(after[build], 1.0);
+    assert!(sample(&after, "wasmgate_config_loaded_timestamp_seconds") > 1.7e9);
     assert_eq!(delta("wasmgate_plugin_calls_total{phase=\"request\",plugin=\"throttling\"}"), 3.0);
     assert_eq!(
         delta("wasmgate_plugin_call_duration_seconds_count{phase=\"request\",plugin=\"throttling\"}"),
@@ -178,6 +195,42 @@ async fn traceparent_is_propagated_to_the_backend_or_created() {
     );
     assert_ne!(parts[1], "0".repeat(32));
     gw.expect_log(&format!("\"trace_id\":\"{}\"", parts[1])).await;
+}
+
+/// Reloads are counted by result, and the time the served config was loaded moves only when
+/// one is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_are_counted_by_result() {
+    let header = config_header_with("metrics_listen: '127.0.0.1:0'");
+    let api = |body: &str| {
+        format!(
+            "{header}groups:\n  - id: g\n    apis:\n      - {{id: a, path: /a, backend: {{mock: {{body: {body}}}}}}}\n"
+        )
+    };
+    let gw = Gateway::start_whole(&api("one"));
+    let c = HttpClient::default();
+    let reloads = |samples: &std::collections::HashMap<String, f64>, result: &str| {
+        sample(samples, &format!("wasmgate_config_reloads_total{{result=\"{result}\"}}"))
+    };
+    let before = scrape(&gw).await;
+    let loaded = sample(&before, "wasmgate_config_loaded_timestamp_seconds");
+
+    gw.rewrite_config_whole(&format!("{header}groups: [{{id: g, apis: [{{id: a, colour: red}}]}}]\n"));
+    gw.expect_log("config reload rejected").await;
+    let after = scrape(&gw).await;
+    assert_eq!((reloads(&after, "rejected"), reloads(&after, "applied")), (1.0, 0.0));
+    assert_eq!(sample(&after, "wasmgate_config_loaded_timestamp_seconds"), loaded);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await; // a new second for the timestamp
+    gw.rewrite_config_whole(&api("two"));
+    let since = Instant::now();
+    while c.get(&gw.url("/a"), &[]).await.body != "two" {
+        assert!(since.elapsed() < Duration::from_secs(5), "the good config was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = scrape(&gw).await;
+    assert_eq!((reloads(&after, "rejected"), reloads(&after, "applied")), (1.0, 1.0));
+    assert!(sample(&after, "wasmgate_config_loaded_timestamp_seconds") > loaded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

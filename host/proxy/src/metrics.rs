@@ -1,11 +1,15 @@
 //! Prometheus metrics. Each API and binding gets its handles (atomic counters and
 //! histograms) when the snapshot is built, so a request updates atomics and takes no lock
-//! and builds no label set. Labels are bounded by the configuration: API ids, environments,
-//! status classes, plugin names and phases, channel members; never request paths.
+//! and builds no label set; an API's response counters by method and status are resolved
+//! the first time each pair is seen, then read without a lock. Labels are bounded by the
+//! configuration (API ids, environments, plugin names and phases, channel members) or by
+//! HTTP itself (the standard methods, else `OTHER`; statuses 100-599); never request paths.
 
+use arc_swap::ArcSwap;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Request latency buckets, in seconds: 0.5 ms to 10 s.
@@ -44,10 +48,42 @@ pub struct ApiMetrics(Option<ApiHandles>);
 
 #[derive(Clone)]
 struct ApiHandles {
-    /// By status class: 1xx to 5xx.
-    classes: [IntCounter; 5],
+    responses: Arc<Responses>,
     duration: Histogram,
     backend: Histogram,
+}
+
+/// One API's response counters by method and status: the few pairs an API answers with,
+/// each resolved once (a label lookup under the registry's lock) and read lock-free after.
+struct Responses {
+    vec: IntCounterVec,
+    api: String,
+    environment: String,
+    seen: ArcSwap<Vec<(u8, u16, IntCounter)>>,
+}
+
+/// The `method` label's values; anything else counts as `OTHER`.
+const METHODS: [&str; 10] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER"];
+
+impl Responses {
+    fn inc(&self, method: &http::Method, status: u16) {
+        let m = METHODS.iter().position(|n| *n == method.as_str()).unwrap_or(METHODS.len() - 1) as u8;
+        if let Some((.., c)) = self.seen.load().iter().find(|(sm, ss, _)| *sm == m && *ss == status) {
+            c.inc();
+            return;
+        }
+        let code = status.to_string();
+        let c = self.vec.with_label_values(&[&self.api, &self.environment, METHODS[m as usize], &code]);
+        c.inc();
+        self.seen.rcu(|seen| {
+            let mut seen = Vec::clone(seen);
+            if !seen.iter().any(|(sm, ss, _)| *sm == m && *ss == status) {
+                seen.push((m, status, c.clone()));
+            }
+            seen
+        });
+    }
 }
 
 /// One binding's handles, per phase (request, response, log); none when metrics are off.
@@ -103,8 +139,8 @@ impl Metrics {
         Metrics {
             requests: counter(
                 "wasmgate_requests_total",
-                "Requests by API, environment and status class.",
-                &["api", "environment", "class"],
+                "Requests by API, environment, method and status code.",
+                &["api", "environment", "method", "code"],
             ),
             duration: histogram(
                 "wasmgate_request_duration_seconds",
@@ -136,8 +172,8 @@ impl Metrics {
             ),
             rejections: counter(
                 "wasmgate_policy_rejections_total",
-                "Requests a policy answered with an error (throttled, unauthorised, breaker open, ...), by plugin and code.",
-                &["plugin", "code"],
+                "Requests a policy answered with an error (throttled, unauthorised, breaker open, ...), by plugin, status and error code (empty when the reply has none).",
+                &["plugin", "status", "code"],
             ),
             gauges: IntGaugeVecs {
                 member_up: gauge(
@@ -176,9 +212,13 @@ impl Metrics {
     }
 
     pub fn api(&self, api: &str, environment: &str) -> ApiMetrics {
-        let class = |c: &str| self.requests.with_label_values(&[api, environment, c]);
         ApiMetrics(Some(ApiHandles {
-            classes: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            responses: Arc::new(Responses {
+                vec: self.requests.clone(),
+                api: api.to_string(),
+                environment: environment.to_string(),
+                seen: ArcSwap::from_pointee(Vec::new()),
+            }),
             duration: self.duration.with_label_values(&[api, environment]),
             backend: self.backend_duration.with_label_values(&[api, environment]),
         }))
@@ -220,10 +260,9 @@ impl ApiMetrics {
         ApiMetrics(None)
     }
 
-    pub fn finished(&self, status: u16, took: Duration) {
+    pub fn finished(&self, method: &http::Method, status: u16, took: Duration) {
         if let Some(m) = &self.0 {
-            let class = (status / 100).clamp(1, 5) as usize - 1;
-            m.classes[class].inc();
+            m.responses.inc(method, status);
             m.duration.observe(took.as_secs_f64());
         }
     }
@@ -256,10 +295,11 @@ impl BindingMetrics {
         }
     }
 
-    /// The binding answered with an error reply carrying `code`. (Rare: labels resolved here.)
-    pub fn rejected(&self, code: &str) {
+    /// The binding answered with an error reply: its status, and its error code if it has
+    /// one. (Rare: labels resolved here.)
+    pub fn rejected(&self, status: http::StatusCode, code: Option<&str>) {
         if let Some(m) = &self.0 {
-            m.rejections.with_label_values(&[&m.plugin, code]).inc();
+            m.rejections.with_label_values(&[&m.plugin, status.as_str(), code.unwrap_or("")]).inc();
         }
     }
 }

@@ -168,10 +168,11 @@ pub async fn handle(
         .clone()
         .map(|sink| (sink, req.method().clone(), req.uri().path().to_string(), SystemTime::now()));
     let mut served = Served::default();
+    let method = req.method().clone();
     let response = serve(&state, snapshot, req, conn, start, &mut served).await;
     let took = start.elapsed();
     let metrics = served.api.as_ref().map_or(&state.unmatched, |api| &api.metrics);
-    metrics.finished(response.status().as_u16(), took);
+    metrics.finished(&method, response.status().as_u16(), took);
     if let Some(line) = access {
         line.emit(&served, &response, took);
     }
@@ -343,7 +344,7 @@ async fn serve(
                 if reply.status.as_u16() >= 400 {
                     ErrorInfo::mark_reply(&mut response);
                     let code = response.extensions().get::<ErrorInfo>().map(|e| e.code.as_str());
-                    b.metrics.rejected(code.unwrap_or(reply.status.as_str()));
+                    b.metrics.rejected(reply.status, code);
                 }
                 early = Some(response);
                 break;

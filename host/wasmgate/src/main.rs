@@ -360,6 +360,7 @@ async fn run(source: Source, builtins: Builtins, admin_listen: std::net::SocketA
         let _ = runtime.capabilities().cluster.set(cluster);
         info!(url = %redis.url, "cluster counters in redis");
     }
+    builder.loaded_at.set(unix_now());
     let state = Arc::new(builder.proxy(snapshot));
 
     // Reload triggers are in place before the first request can arrive, so no change made
@@ -574,9 +575,13 @@ impl Reloader {
             Ok(cfg) => self.source.fetch_components(&cfg, &self.builder.runtime).await.map(|()| cfg),
             Err(e) => Err(e),
         };
+        let rejected = || self.builder.reloads.with_label_values(&["rejected"]).inc();
         let cfg = match loaded {
             Ok(cfg) => cfg,
-            Err(e) => return error!("config reload rejected, still serving the previous config: {e:#}"),
+            Err(e) => {
+                rejected();
+                return error!("config reload rejected, still serving the previous config: {e:#}");
+            }
         };
         let (origin, builder) = (self.source.origin(), self.builder.clone());
         let built = tokio::task::spawn_blocking(move || {
@@ -600,12 +605,24 @@ impl Reloader {
                 if cfg.gateway.otlp != self.otlp {
                     warn!("gateway.otlp changes take effect on restart only");
                 }
+                self.builder.reloads.with_label_values(&["applied"]).inc();
+                self.builder.loaded_at.set(unix_now());
                 info!("config reloaded");
             }
-            Ok(Err(e)) => error!("config reload rejected, still serving the previous config: {e}"),
-            Err(e) => error!("config reload failed: {e}"),
+            Ok(Err(e)) => {
+                rejected();
+                error!("config reload rejected, still serving the previous config: {e}")
+            }
+            Err(e) => {
+                rejected();
+                error!("config reload failed: {e}")
+            }
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Watch the config's folder (editors often replace the file rather than write into it).

@@ -31,6 +31,9 @@ pub struct Builder {
     pub builtins: Builtins,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
+    /// Reloads by result (`applied`, `rejected`), and when the served config was loaded.
+    pub reloads: prometheus::IntCounterVec,
+    pub loaded_at: prometheus::IntGauge,
     /// Where spans are exported (`gateway.otlp`, set at start-up).
     pub spans: Option<Arc<dyn SpanSink>>,
 }
@@ -44,7 +47,37 @@ impl Builder {
         let metrics = Arc::new(Metrics::new());
         metrics.register(Box::new(runtime.capabilities().gauges.gauges.clone()));
         metrics.register(Box::new(KvMetrics::new(runtime.capabilities().kv.clone())));
-        Builder { runtime, builtins, upstreams: Arc::new(Upstreams::new(probes)), metrics, spans: None }
+        metrics.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        let opts = prometheus::Opts::new;
+        let build = prometheus::IntGaugeVec::new(
+            opts("wasmgate_build_info", "The running build: version, commit and plugin contract (always 1)."),
+            &["version", "commit", "contract"],
+        )
+        .expect("valid metric");
+        let this = [env!("CARGO_PKG_VERSION"), env!("WASMGATE_COMMIT"), env!("WASMGATE_CONTRACT")];
+        build.with_label_values(&this).set(1);
+        metrics.register(Box::new(build));
+        let reloads = prometheus::IntCounterVec::new(
+            opts("wasmgate_config_reloads_total", "Configuration reloads by result: applied or rejected."),
+            &["result"],
+        )
+        .expect("valid metric");
+        metrics.register(Box::new(reloads.clone()));
+        let loaded_at = prometheus::IntGauge::with_opts(opts(
+            "wasmgate_config_loaded_timestamp_seconds",
+            "When the configuration being served was loaded (start-up or the last applied reload), Unix time.",
+        ))
+        .expect("valid metric");
+        metrics.register(Box::new(loaded_at.clone()));
+        Builder {
+            runtime,
+            builtins,
+            upstreams: Arc::new(Upstreams::new(probes)),
+            metrics,
+            reloads,
+            loaded_at,
+            spans: None,
+        }
     }
 
     pub fn build(&self, cfg: &GatewayConfig, file: &Path) -> Result<Snapshot, ConfigError> {
@@ -101,7 +134,7 @@ fn build(
     builder: &Builder,
     grants: Option<&mut Vec<String>>,
 ) -> Result<Snapshot, ConfigError> {
-    let Builder { runtime, builtins, upstreams, metrics, spans } = builder;
+    let Builder { runtime, builtins, upstreams, metrics, spans, .. } = builder;
     let record = cfg.gateway.metrics_enabled;
     runtime.count_crossings(cfg.gateway.plugin_stats);
     runtime.capabilities().kv.report(record);
