@@ -317,6 +317,7 @@ async fn publish_history_rollback_and_environments() {
 async fn openapi_documents_are_imported_into_a_group_and_exported() {
     let gw = gateway();
     let admin = Admin::of(&gw);
+    let c = HttpClient::default();
     let petstore = std::fs::read_to_string(common::repo_root().join("tests/data/petstore.yaml")).unwrap();
     let backend = json!({"mock": {"headers": {"content-type": "application/json"}, "body": "{\"id\": 42}"}});
     let r = admin
@@ -324,10 +325,11 @@ async fn openapi_documents_are_imported_into_a_group_and_exported() {
         .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(r.json()["created"], json!(["listPets", "createPets", "showPetById"]));
-    let skipped = r.json()["skipped"].clone();
-    assert_eq!(skipped.as_array().unwrap().len(), 1, "{skipped}");
-    assert_eq!((skipped[0]["path"].as_str(), skipped[0]["method"].as_str()), (Some("/pets"), Some("get")));
-    assert!(skipped[0]["reason"].as_str().unwrap().contains("`limit` (query)"), "{skipped}");
+    assert_eq!(r.json()["skipped"], json!([]), "{:?}", r.body);
+    // Parameters become the API's declared parameters: the gateway checks them.
+    let list = admin.get("/apis/listPets").await.json();
+    let limit = json!([{"name": "limit", "in": "query", "type": "integer", "required": false, "max": 100.0}]);
+    assert_eq!(list["body"]["parameters"], limit);
     let show = admin.get("/apis/showPetById").await.json();
     assert_eq!(
         (show["body"]["path"].as_str(), show["body"]["method"].as_str()),
@@ -364,18 +366,33 @@ async fn openapi_documents_are_imported_into_a_group_and_exported() {
     expected.extend(["listPets2", "createPets2", "showPetById2"].map(String::from));
     assert_eq!(created, json!(expected), "{:?}", r.body);
 
-    // What cannot be taken is reported, the rest imported; what is not OpenAPI 3.0 is refused.
-    let odd = "openapi: 3.0.1\ninfo: {title: t, version: '1'}\npaths:\n  /files/{name}.json:\n    get: {operationId: getFile, responses: {}}\n  /ok:\n    get: {operationId: listPets, responses: {}}\n    trace: {responses: {}}\n";
+    // What cannot be taken is reported; with nothing left to create, that is no 201.
+    let odd = "openapi: 3.0.1\ninfo: {title: t, version: '1'}\npaths:\n  /files/{name}.json:\n    get: {operationId: getFile, responses: {}}\n  /ok:\n    get: {operationId: listPets, responses: {}, parameters: [{name: s, in: cookie}]}\n    trace: {responses: {}}\n";
     let r = admin
         .call("POST", "/groups/g/openapi", &[], Some(json!({"document": odd, "backend": {"mock": {}}})))
         .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
-    let skipped = r.json()["skipped"].clone();
-    assert_eq!(skipped.as_array().unwrap().len(), 3, "{skipped}");
-    assert!(
-        skipped.to_string().contains("whole segment") && skipped.to_string().contains("exists already"),
-        "{skipped}"
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(r.json()["created"], json!([]));
+    let skipped = r.json()["skipped"].to_string();
+    assert_eq!(r.json()["skipped"].as_array().unwrap().len(), 3, "{skipped}");
+    assert!(skipped.contains("whole segment"), "{skipped}");
+    assert!(skipped.contains("`listPets` exists already (in group `g`)"), "{skipped}");
+    // Two paths naming the same position differently (as real documents do) both import.
+    let twins = "openapi: 3.0.1\ninfo: {title: t, version: '1'}\npaths:\n  /flows/{Sid}:\n    get: {operationId: getFlow, responses: {}}\n  /flows/{FlowSid}/runs:\n    get: {operationId: listRuns, responses: {}, parameters: [{name: page, in: query, schema: {type: integer, minimum: 1}}, {name: s, in: cookie}]}\n";
+    let r = admin
+        .call("POST", "/groups/g/openapi", &[], Some(json!({"document": twins, "backend": {"mock": {}}})))
+        .await;
+    assert_eq!(
+        (r.status, r.json()["created"].clone()),
+        (201, json!(["listRuns", "getFlow"])),
+        "{:?}",
+        r.body
     );
+    assert!(r.json()["skipped"].to_string().contains("`s` (cookie)"), "{:?}", r.body);
+    assert_eq!(admin.publish("listRuns", "RELEASE", "").await.status, 201);
+    until_served(&gw, "/flows/F1/runs?page=2", 200, None).await;
+    let refused = c.get(&gw.url("/flows/F1/runs?page=0"), &[]).await;
+    assert_eq!(refused.status, 400, "page below its minimum: {:?}", refused.body);
     let swagger = json!({"document": "swagger: '2.0'\npaths: {}\n", "backend": {"mock": {}}});
     let r = admin.call("POST", "/groups/g/openapi", &[], Some(swagger)).await;
     assert_eq!((r.status, r.json()["error"]["location"].as_str()), (422, Some("document")));
@@ -438,6 +455,18 @@ async fn the_cli_applies_publishes_and_rolls_back() {
     let (ok, out) = cli(&gw, &["apply", "-f", f]);
     assert!(
         !ok && out.contains("422") && out.contains("api `bad`: names a group that does not exist"),
+        "{out}"
+    );
+
+    // OpenAPI import: what was made, what was left out; again, nothing is made and it fails.
+    let petstore = common::repo_root().join("tests/data/petstore.yaml");
+    let petstore = petstore.to_str().unwrap();
+    let (ok, out) = cli(&gw, &["import", "g", petstore, "--backend", "{mock: {body: pets}}"]);
+    assert!(ok && out.contains("created listPets\ncreated createPets\ncreated showPetById"), "{out}");
+    let (ok, out) = cli(&gw, &["import", "g", petstore, "--backend", "{mock: {}}"]);
+    assert!(!ok && out.contains("409"), "{out}");
+    assert!(
+        out.contains("skipped GET /pets: an API with the id `listPets` exists already (in group `g`)"),
         "{out}"
     );
 }

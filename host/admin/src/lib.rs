@@ -370,11 +370,32 @@ impl Admin {
                 let Some(backend) = body.get("backend") else {
                     return Err(ApiError::invalid("backend", "is needed: the backend the APIs get".into()));
                 };
-                let taken = |id: &str| records.iter().any(|r| r.kind == Kind::Api && r.id == id);
+                let taken = |id: &str| {
+                    let api = records.iter().find(|r| r.kind == Kind::Api && r.id == id)?;
+                    Some(api.body.get("group").and_then(Value::as_str).unwrap_or("?").to_string())
+                };
                 let import = openapi::import(document, group, backend, &taken)
                     .map_err(|m| ApiError::invalid("document", m))?;
                 let created: Vec<Resource> =
                     import.apis.into_iter().map(|(id, api)| (Kind::Api, id, api)).collect();
+                if created.is_empty() {
+                    // Nothing to create is not a 201: say why each operation was left out.
+                    let exists = import
+                        .skipped
+                        .iter()
+                        .any(|s| s["reason"].as_str().is_some_and(|r| r.contains("exists already")));
+                    let (status, code) = if exists {
+                        (StatusCode::CONFLICT, "conflict")
+                    } else {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+                    };
+                    let message = "nothing imported: every operation was left out (see `skipped`)";
+                    return Ok(json_response(
+                        status,
+                        &json!({"error": {"code": code, "location": "document", "message": message},
+                                "created": [], "skipped": import.skipped}),
+                    ));
+                }
                 let mut resources: Vec<_> = records.into_iter().map(Record::into_resource).collect();
                 resources.extend(created.iter().cloned());
                 self.load(&resources).await?;

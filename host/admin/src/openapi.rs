@@ -1,6 +1,6 @@
 //! OpenAPI 3.0 documents in and out of a group. Import makes one API draft per operation
-//! (path, method, name) with the backend the operator chose, and reports what it skipped and
-//! why; export describes a group's APIs.
+//! (path, method, name, declared parameters) with the backend the operator chose, and reports
+//! what it skipped and why; export describes a group's APIs.
 
 use serde_json::{Map, Value, json};
 
@@ -19,12 +19,12 @@ pub struct Import {
 }
 
 /// Read an OpenAPI 3.0 document (YAML or JSON) into API drafts in `group`, each with
-/// `backend`. `taken`: API ids that exist already.
+/// `backend`. `taken`: the group of an API id that exists already.
 pub fn import(
     document: &str,
     group: &str,
     backend: &Value,
-    taken: &dyn Fn(&str) -> bool,
+    taken: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Import, String> {
     let doc: Value = if document.trim_start().starts_with('{') {
         serde_json::from_str(document).map_err(|e| format!("not JSON: {e}"))?
@@ -64,38 +64,81 @@ pub fn import(
                 Some(op_id) if !op_id.is_empty() => op_id,
                 _ => slug(&format!("{method}{}", slug(path))),
             };
-            if taken(&id) || out.apis.iter().any(|(other, _)| *other == id) {
-                skip(&mut out, path, method, &format!("an API with the id `{id}` exists already"));
+            let holder =
+                taken(&id).or_else(|| out.apis.iter().any(|(other, _)| *other == id).then(|| group.into()));
+            if let Some(holder) = holder {
+                let reason = format!("an API with the id `{id}` exists already (in group `{holder}`)");
+                skip(&mut out, path, method, &reason);
                 continue;
             }
-            // Path parameters live in the template; the others have nowhere to go yet.
-            let dropped: Vec<String> = [item.get("parameters"), op.get("parameters")]
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_array)
-                .flatten()
-                .filter(|p| p.get("in").and_then(Value::as_str) != Some("path"))
-                .map(|p| {
-                    let field = |k| p.get(k).and_then(Value::as_str).unwrap_or("?");
-                    format!("`{}` ({})", field("name"), field("in"))
-                })
-                .collect();
-            if !dropped.is_empty() {
-                let reason = format!(
-                    "parameters {} are not kept: APIs do not declare request parameters yet",
-                    dropped.join(", ")
-                );
-                skip(&mut out, path, method, &reason);
-            }
+            let parameters =
+                parameters(path, method, [item.get("parameters"), op.get("parameters")], &mut out);
             let name = op.get("summary").and_then(Value::as_str).unwrap_or("");
-            out.apis.push((
-                id.clone(),
-                json!({"id": id, "group": group, "name": name, "method": method.to_ascii_uppercase(),
-                       "path": path, "backend": backend}),
-            ));
+            let mut api = json!({"id": id, "group": group, "name": name,
+                                 "method": method.to_ascii_uppercase(), "path": path, "backend": backend});
+            if !parameters.is_empty() {
+                api["parameters"] = Value::Array(parameters);
+            }
+            out.apis.push((id.clone(), api));
         }
     }
     Ok(out)
+}
+
+/// An operation's parameters (the path item's, then the operation's, which override them by
+/// name and place) as the API's declared parameters: name, place, type, required, default,
+/// enum, bounds and pattern. What cannot be declared (cookies, `$ref`s) is reported skipped.
+fn parameters<'a>(path: &str, method: &str, lists: [Option<&'a Value>; 2], out: &mut Import) -> Vec<Value> {
+    let mut declared: Vec<Value> = Vec::new();
+    for p in lists.into_iter().flatten().filter_map(Value::as_array).flatten() {
+        let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
+        let (name, place) = (field("name"), field("in"));
+        let reason = match place {
+            _ if p.get("$ref").is_some() => Some("parameters by $ref are not resolved".to_string()),
+            "path" | "query" | "header" if !name.is_empty() => None,
+            _ => Some(format!("`{name}` ({place}): only path, query and header parameters can be declared")),
+        };
+        if let Some(reason) = reason {
+            out.skipped.push(json!({"path": path, "method": method, "reason": reason}));
+            continue;
+        }
+        let schema = p.get("schema").cloned().unwrap_or(Value::Null);
+        let kind = match schema.get("type").and_then(Value::as_str) {
+            Some(t @ ("integer" | "number" | "boolean")) => t,
+            _ => "string",
+        };
+        let number = |k: &str| schema.get(k).and_then(Value::as_f64);
+        let (min, max) = if kind == "string" {
+            (number("minLength"), number("maxLength"))
+        } else {
+            (number("minimum"), number("maximum"))
+        };
+        let mut d = json!({"name": name, "in": place, "type": kind,
+                           "required": place == "path" || p.get("required") == Some(&Value::Bool(true))});
+        let scalar = |v: &Value| match v {
+            Value::String(s) => Some(Value::String(s.clone())),
+            Value::Number(_) | Value::Bool(_) => Some(Value::String(v.to_string())),
+            _ => None,
+        };
+        if let Some(v) = schema.get("default").and_then(scalar) {
+            d["default"] = v;
+        }
+        if let Some(list) = schema.get("enum").and_then(Value::as_array) {
+            d["enum"] = list.iter().filter_map(scalar).collect();
+        }
+        if let Some(v) = min {
+            d["min"] = json!(v);
+        }
+        if let Some(v) = max {
+            d["max"] = json!(v);
+        }
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+            d["pattern"] = json!(pattern);
+        }
+        declared.retain(|o| !(o["name"] == d["name"] && o["in"] == d["in"]));
+        declared.push(d);
+    }
+    declared
 }
 
 /// Path templates the router takes: each `{name}` is a whole segment.

@@ -2,7 +2,9 @@
 //!
 //! Paths are matched segment by segment in a trie: a literal segment beats `{param}`, which
 //! beats `{param+}` (the rest of the path), and any exact match beats a prefix match; among
-//! prefix routes the longest wins. Lookup allocates only for captured parameters.
+//! prefix routes the longest wins. Parameters are named by each route, so `/flows/{Sid}` and
+//! `/flows/{FlowSid}/runs` can share the position (OpenAPI documents do). A lookup collects
+//! the path's segments and copies the values it captures.
 
 use http::Method;
 use std::collections::HashMap;
@@ -14,8 +16,6 @@ pub enum RouteError {
     BadSegment(String),
     #[error("`{0}`: {{name+}} must be the last segment")]
     CatchAllNotLast(String),
-    #[error("`{0}`: a parameter at this position is already named `{1}` by another route")]
-    ParamNameClash(String, String),
     #[error("`{0}` with method {1} is already routed on this host")]
     Duplicate(String, String),
 }
@@ -40,12 +40,14 @@ pub struct Router<T> {
 struct Entry<T> {
     methods: MethodSet,
     value: T,
+    /// The route's parameter names, in path order: what the captured values are called.
+    names: Box<[Box<str>]>,
 }
 
 struct Node<T> {
     literal: HashMap<Box<str>, Node<T>>,
-    param: Option<(Box<str>, Box<Node<T>>)>,
-    catch_all: Option<(Box<str>, Vec<Entry<T>>)>,
+    param: Option<Box<Node<T>>>,
+    catch_all: Option<Vec<Entry<T>>>,
     exact: Vec<Entry<T>>,
     prefix: Vec<Entry<T>>,
 }
@@ -113,16 +115,11 @@ fn method_ok(set: &MethodSet, m: &Method) -> bool {
     set.as_ref().is_none_or(|s| s.contains(m) || (*m == Method::HEAD && s.contains(&Method::GET)))
 }
 
-fn push_entry<T>(
-    list: &mut Vec<Entry<T>>,
-    template: &str,
-    methods: MethodSet,
-    value: T,
-) -> Result<(), RouteError> {
-    if let Some(m) = list.iter().find_map(|e| methods_overlap(&e.methods, &methods)) {
+fn push_entry<T>(list: &mut Vec<Entry<T>>, template: &str, entry: Entry<T>) -> Result<(), RouteError> {
+    if let Some(m) = list.iter().find_map(|e| methods_overlap(&e.methods, &entry.methods)) {
         return Err(RouteError::Duplicate(template.into(), m));
     }
-    list.push(Entry { methods, value });
+    list.push(entry);
     Ok(())
 }
 
@@ -162,18 +159,22 @@ impl<T> Router<T> {
     pub fn find<'a>(&'a self, host: &str, method: &Method, path: &str) -> Option<RouteMatch<'a, T>> {
         let tree = self.hosts.get(host).unwrap_or(&self.any_host);
         let segs: Vec<&str> = segments(path).collect();
-        let mut params = Vec::new();
-        if let Some(value) = tree.find(&segs, 0, method, &mut params) {
-            return Some(RouteMatch { value, params, method_matched: true });
+        let mut values = Vec::new();
+        let hit = |e: &'a Entry<T>, values: Vec<String>, method_matched| {
+            let params = e.names.iter().map(|n| n.to_string()).zip(values).collect();
+            Some(RouteMatch { value: &e.value, params, method_matched })
+        };
+        if let Some(e) = tree.find(&segs, 0, method, &mut values) {
+            return hit(e, values, true);
         }
         if *method == Method::OPTIONS {
-            params.clear();
+            values.clear();
             // Any method: find the route the preflight is about.
-            if let Some(value) = tree.find(&segs, 0, &Method::OPTIONS, &mut params).or_else(|| {
-                params.clear();
-                tree.find_any_method(&segs, 0, &mut params)
+            if let Some(e) = tree.find(&segs, 0, &Method::OPTIONS, &mut values).or_else(|| {
+                values.clear();
+                tree.find_any_method(&segs, 0, &mut values)
             }) {
-                return Some(RouteMatch { value, params, method_matched: false });
+                return hit(e, values, false);
             }
         }
         None
@@ -188,29 +189,28 @@ impl<T> Node<T> {
         prefix: bool,
         value: T,
     ) -> Result<(), RouteError> {
+        let segments = parse_template(template)?;
+        let names = segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Param(n) | Segment::CatchAll(n) => Some(Box::from(*n)),
+                Segment::Literal(_) => None,
+            })
+            .collect();
+        let entry = Entry { methods, value, names };
         let mut node = self;
-        for seg in parse_template(template)? {
+        for seg in segments {
             node = match seg {
                 Segment::Literal(s) => node.literal.entry(s.into()).or_default(),
-                Segment::Param(name) => {
-                    let (existing, child) = node.param.get_or_insert_with(|| (name.into(), Box::default()));
-                    if &**existing != name {
-                        return Err(RouteError::ParamNameClash(template.into(), existing.to_string()));
-                    }
-                    child
-                }
-                Segment::CatchAll(name) => {
-                    let (existing, list) = node.catch_all.get_or_insert_with(|| (name.into(), Vec::new()));
-                    if &**existing != name {
-                        return Err(RouteError::ParamNameClash(template.into(), existing.to_string()));
-                    }
+                Segment::Param(_) => node.param.get_or_insert_with(Box::default),
+                Segment::CatchAll(_) => {
                     // A catch-all already covers every deeper path; prefix adds nothing.
-                    return push_entry(list, template, methods, value);
+                    return push_entry(node.catch_all.get_or_insert_with(Vec::new), template, entry);
                 }
             };
         }
         let list = if prefix { &mut node.prefix } else { &mut node.exact };
-        push_entry(list, template, methods, value)
+        push_entry(list, template, entry)
     }
 
     fn find<'a>(
@@ -218,10 +218,10 @@ impl<T> Node<T> {
         segs: &[&str],
         i: usize,
         method: &Method,
-        params: &mut Vec<(String, String)>,
-    ) -> Option<&'a T> {
-        self.walk(segs, i, params, &|list: &'a [Entry<T>]| {
-            list.iter().find(|e| method_ok(&e.methods, method)).map(|e| &e.value)
+        values: &mut Vec<String>,
+    ) -> Option<&'a Entry<T>> {
+        self.walk(segs, i, values, &|list: &'a [Entry<T>]| {
+            list.iter().find(|e| method_ok(&e.methods, method))
         })
     }
 
@@ -229,39 +229,41 @@ impl<T> Node<T> {
         &'a self,
         segs: &[&str],
         i: usize,
-        params: &mut Vec<(String, String)>,
-    ) -> Option<&'a T> {
-        self.walk(segs, i, params, &|list: &'a [Entry<T>]| list.first().map(|e| &e.value))
+        values: &mut Vec<String>,
+    ) -> Option<&'a Entry<T>> {
+        self.walk(segs, i, values, &|list: &'a [Entry<T>]| list.first())
     }
 
+    /// The entry for `segs[i..]` below this node, with the parameter values captured on the
+    /// way in `values` (in path order, as the entry's `names`).
     fn walk<'a>(
         &'a self,
         segs: &[&str],
         i: usize,
-        params: &mut Vec<(String, String)>,
-        pick: &impl Fn(&'a [Entry<T>]) -> Option<&'a T>,
-    ) -> Option<&'a T> {
+        values: &mut Vec<String>,
+        pick: &impl Fn(&'a [Entry<T>]) -> Option<&'a Entry<T>>,
+    ) -> Option<&'a Entry<T>> {
         if i == segs.len() {
             if let Some(v) = pick(&self.exact) {
                 return Some(v);
             }
         } else {
             if let Some(child) = self.literal.get(segs[i])
-                && let Some(v) = child.walk(segs, i + 1, params, pick)
+                && let Some(v) = child.walk(segs, i + 1, values, pick)
             {
                 return Some(v);
             }
-            if let Some((name, child)) = &self.param {
-                params.push((name.to_string(), segs[i].to_string()));
-                if let Some(v) = child.walk(segs, i + 1, params, pick) {
+            if let Some(child) = &self.param {
+                values.push(segs[i].to_string());
+                if let Some(v) = child.walk(segs, i + 1, values, pick) {
                     return Some(v);
                 }
-                params.pop();
+                values.pop();
             }
-            if let Some((name, list)) = &self.catch_all
+            if let Some(list) = &self.catch_all
                 && let Some(v) = pick(list)
             {
-                params.push((name.to_string(), segs[i..].join("/")));
+                values.push(segs[i..].join("/"));
                 return Some(v);
             }
         }
@@ -332,12 +334,27 @@ mod tests {
     }
 
     #[test]
+    fn routes_name_the_parameters_they_share_a_position_with_as_they_like() {
+        let r = router(&[
+            ("GET", "/flows/{Sid}", false, "flow"),
+            ("GET", "/flows/{FlowSid}/runs/{Sid}", false, "run"),
+            ("GET", "/flows/{FlowSid}/files/{path+}", false, "file"),
+        ]);
+        assert_eq!(hit(&r, "GET", "/flows/F1"), Some(("flow", vec![("Sid".into(), "F1".into())])));
+        let run = vec![("FlowSid".into(), "F1".into()), ("Sid".into(), "R2".into())];
+        assert_eq!(hit(&r, "GET", "/flows/F1/runs/R2"), Some(("run", run)));
+        let file = vec![("FlowSid".into(), "F1".into()), ("path".into(), "a/b".into())];
+        assert_eq!(hit(&r, "GET", "/flows/F1/files/a/b"), Some(("file", file)));
+    }
+
+    #[test]
     fn bad_templates_and_duplicates_are_refused() {
         let mut r: Router<u8> = Router::new();
         assert!(matches!(r.insert(&[], None, "/a/{x+}/b", false, 1), Err(RouteError::CatchAllNotLast(_))));
         assert!(matches!(r.insert(&[], None, "/a/x{y}", false, 1), Err(RouteError::BadSegment(_))));
         r.insert(&[], Some(vec![Method::GET]), "/a/{id}", false, 1).unwrap();
-        assert!(matches!(r.insert(&[], None, "/a/{name}", false, 2), Err(RouteError::ParamNameClash(..))));
+        // The same route whatever its parameter is called.
+        assert!(matches!(r.insert(&[], None, "/a/{name}", false, 2), Err(RouteError::Duplicate(..))));
         assert!(matches!(
             r.insert(&[], Some(vec![Method::GET]), "/a/{id}", false, 3),
             Err(RouteError::Duplicate(..))

@@ -80,7 +80,33 @@ enum AdminCommand {
     /// Upload a plugin component (a .wasm built for wasm32-wasip2) as plugin NAME, for every
     /// gateway on the store.
     UploadPlugin { name: String, file: PathBuf },
+    /// Import an OpenAPI 3.0 document (YAML or JSON) into GROUP: an API draft per operation,
+    /// with its declared parameters and BACKEND; prints what was created and what was left
+    /// out, and why. Publish the drafts to serve them.
+    Import {
+        group: String,
+        file: PathBuf,
+        /// The backend every imported API gets, as in the config (`{http: {url: ...}}` or
+        /// `{mock: {...}}`), in YAML or JSON.
+        #[arg(long)]
+        backend: String,
+    },
 }
+
+/// A request the admin API refused: what it said, and its whole JSON answer.
+#[derive(Debug)]
+struct Refused {
+    message: String,
+    body: Value,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// How often a request refused for a concurrent change is sent.
 const CONFLICT_TRIES: u64 = 4;
@@ -131,9 +157,26 @@ impl Admin {
                 .filter(|l| !l.is_empty())
                 .map(|l| format!("{l}: "))
                 .unwrap_or_default();
-            bail!("{method} {path}: {status}: {at}{}", e["message"].as_str().unwrap_or("(no message)"));
+            let message =
+                format!("{method} {path}: {status}: {at}{}", e["message"].as_str().unwrap_or("(no message)"));
+            return Err(Refused { message, body: value }.into());
         }
         Ok(value)
+    }
+}
+
+/// Print an import's outcome: the APIs created, then each operation left out and why.
+fn print_import(outcome: &Value) {
+    for id in outcome["created"].as_array().into_iter().flatten() {
+        println!("created {}", id.as_str().unwrap_or(""));
+    }
+    for s in outcome["skipped"].as_array().into_iter().flatten() {
+        let at = format!(
+            "{} {}",
+            s["method"].as_str().unwrap_or("").to_ascii_uppercase(),
+            s["path"].as_str().unwrap_or("")
+        );
+        println!("skipped {}: {}", at.trim(), s["reason"].as_str().unwrap_or(""));
     }
 }
 
@@ -182,6 +225,23 @@ pub async fn run(args: AdminArgs) -> Result<()> {
                 let (collection, id) = (field("collection")?, field("id")?);
                 let r = admin.call("PUT", &format!("/{collection}/{id}"), Some(&item["body"])).await?;
                 println!("{collection}/{id}: revision {}", r["revision"]);
+            }
+        }
+        AdminCommand::Import { group, file, backend } => {
+            let document =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let backend: Value = serde_norway::from_str(&backend).context("--backend: not YAML or JSON")?;
+            let body = json!({"document": document, "backend": backend});
+            let path = format!("/groups/{group}/openapi");
+            match admin.call("POST", &path, Some(&body)).await {
+                Ok(outcome) => print_import(&outcome),
+                Err(e) => {
+                    // Nothing imported: the answer still says why each operation was left out.
+                    if let Some(refused) = e.downcast_ref::<Refused>() {
+                        print_import(&refused.body);
+                    }
+                    return Err(e);
+                }
             }
         }
         AdminCommand::Publish { api, env, message } => {

@@ -137,7 +137,7 @@ pub fn signature(data: &[u8]) {
 pub fn openapi(data: &[u8]) {
     let backend = serde_json::json!({"http": {"url": "http://backend.internal"}});
     let Ok(import) =
-        wasmgate_admin::openapi::import(&String::from_utf8_lossy(data), "g", &backend, &|_| false)
+        wasmgate_admin::openapi::import(&String::from_utf8_lossy(data), "g", &backend, &|_| None)
     else {
         return;
     };
