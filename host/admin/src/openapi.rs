@@ -88,7 +88,7 @@ pub fn import(
 /// An operation's parameters (the path item's, then the operation's, which override them by
 /// name and place) as the API's declared parameters: name, place, type, required, default,
 /// enum, bounds and pattern. What cannot be declared (cookies, `$ref`s) is reported skipped.
-fn parameters<'a>(path: &str, method: &str, lists: [Option<&'a Value>; 2], out: &mut Import) -> Vec<Value> {
+fn parameters(path: &str, method: &str, lists: [Option<&Value>; 2], out: &mut Import) -> Vec<Value> {
     let mut declared: Vec<Value> = Vec::new();
     for p in lists.into_iter().flatten().filter_map(Value::as_array).flatten() {
         let field = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
@@ -103,10 +103,11 @@ fn parameters<'a>(path: &str, method: &str, lists: [Option<&'a Value>; 2], out: 
             continue;
         }
         let schema = p.get("schema").cloned().unwrap_or(Value::Null);
-        let kind = match schema.get("type").and_then(Value::as_str) {
-            Some(t @ ("integer" | "number" | "boolean")) => t,
-            _ => "string",
-        };
+        let kind = schema
+            .get("type")
+            .and_then(Value::as_str)
+            .filter(|t| matches!(*t, "integer" | "number" | "boolean"))
+            .unwrap_or("string");
         let number = |k: &str| schema.get(k).and_then(Value::as_f64);
         let (min, max) = if kind == "string" {
             (number("minLength"), number("maxLength"))
