@@ -26,7 +26,7 @@ fn validate_accepts_a_good_config_and_names_the_place_of_each_error() {
     let cases = [
         (
             "groups:\n  - id: g\n    apis:\n      - {id: a, path: /x, backend: {mock: {}}, colour: red}\n",
-            "groups[0].apis[0]: unknown field `colour`",
+            "FILE: group `g` > api `a`: unknown field `colour`",
         ),
         (
             "groups:\n  - id: g\n    apis:\n      - {id: a, path: /x, backend: {http: {url: 'ftp://x'}}}\n",

@@ -1044,6 +1044,37 @@ fn template_names(template: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// A serde error's location as the other config errors name places: serde_norway starts
+/// its message with the YAML path (`groups[0].apis[1].backend: unknown field ...`), which
+/// becomes `group `g` > api `b` > backend` where the document gives those ids.
+fn named_location(text: &str, message: &str) -> (String, String) {
+    let unnamed = || (String::new(), message.to_string());
+    let Some((path, rest)) = message.split_once(": ") else { return unnamed() };
+    if path.is_empty() || path.contains(' ') {
+        return unnamed();
+    }
+    let Ok(doc) = serde_norway::from_str::<serde_json::Value>(text) else { return unnamed() };
+    let mut parts = Vec::new();
+    let mut tail = path;
+    let mut node = &doc;
+    for (list, what) in [("groups", "group"), ("apis", "api")] {
+        let Some(after) = tail.strip_prefix(list).and_then(|t| t.strip_prefix('[')) else { break };
+        let Some((index, after)) = after.split_once(']') else { break };
+        let Some(item) = index.parse::<usize>().ok().and_then(|i| node.get(list)?.get(i)) else { break };
+        let Some(id) = item.get("id").and_then(serde_json::Value::as_str) else { break };
+        parts.push(format!("{what} `{id}`"));
+        node = item;
+        tail = after.strip_prefix('.').unwrap_or(after);
+    }
+    if parts.is_empty() {
+        return unnamed();
+    }
+    if !tail.is_empty() {
+        parts.push(tail.to_string());
+    }
+    (parts.join(" > "), rest.to_string())
+}
+
 /// Bounds on limits, so one binding cannot reserve the whole machine.
 pub const MAX_CPU_MS: u64 = 10_000;
 pub const MAX_MEMORY_MIB: u32 = 256;
@@ -1090,9 +1121,8 @@ impl GatewayConfig {
             message,
         })?;
         let mut config: GatewayConfig = serde_norway::from_str(text).map_err(|e| {
-            let message = e.to_string();
-            // serde_norway puts the YAML path first ("groups[0].apis[1]: unknown field ...").
-            ConfigError { file: path.into(), location: String::new(), message }
+            let (location, message) = named_location(text, &e.to_string());
+            ConfigError { file: path.into(), location, message }
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let anchor = |p: &mut PathBuf| {
@@ -1803,7 +1833,13 @@ mod tests {
         let e = parse(&API.replace("path: /x", "path: /x\n    pth: /y")).unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("/etc/wasmgate/test.yaml: "), "{msg}");
-        assert!(msg.contains("groups[0].apis[0]") && msg.contains("unknown field `pth`"), "{msg}");
+        assert!(msg.contains("group `g` > api `a`: unknown field `pth`"), "{msg}");
+        assert!(msg.contains(" at line 6 column 5"), "the YAML position stays: {msg}");
+        // Without ids to name them by, the index path stays.
+        let e = parse("groups:\n- apis:\n  - {path: /x}\n").unwrap_err().to_string();
+        assert!(e.contains("groups[0]"), "{e}");
+        let e = parse(&API.replace("backend: {mock: {body: hi}}", "backend: {mock: {bdy: hi}}")).unwrap_err();
+        assert!(e.to_string().contains("group `g` > api `a` > backend.mock: unknown field `bdy`"), "{e}");
     }
 
     #[test]
