@@ -150,11 +150,12 @@ fn rejoin(head: Bytes, rest: Option<Incoming>) -> GatewayBody {
     }
 }
 
-/// Serve one request. Never fails: every error becomes a gateway error response.
 /// The request-context key under which policies find the verified client certificate's
 /// subject on mutual-TLS connections.
 pub const CLIENT_CERT_SUBJECT: &str = "client_cert_subject";
 
+/// Serve one request. Never fails: every error becomes a gateway error response. Records
+/// the request's metrics, access log line and span once the response head is ready.
 pub async fn handle(
     state: Arc<ProxyState>,
     req: Request<Incoming>,
@@ -194,25 +195,11 @@ async fn serve(
     let start_wall = SystemTime::now();
     let host = host_of(&req);
     let rid = request_id(req.headers());
-    let path = match crate::path::normalize(req.uri().path(), snapshot.limits.encoded_slashes) {
-        // Owned here anyway (the exchange keeps it); not a second allocation.
-        Ok(path) => path.into_owned(),
-        Err(e) => return finish(GatewayError::BadPath(e).to_response(&rid), &rid),
+    let Routed { path, api, params, method_matched } = match route(&snapshot, &req, &host, conn) {
+        Ok(routed) => routed,
+        Err(e) => return finish(e.to_response(&rid), &rid),
     };
-    let found = snapshot.router(req.headers()).and_then(|r| r.find(&host, req.method(), &path));
-    let Some(found) = found else {
-        return finish(GatewayError::RouteNotFound.to_response(&rid), &rid);
-    };
-    // A mutual-TLS domain is only served on a connection whose handshake named it: otherwise
-    // a client could shake hands as another domain and skip the certificate check.
-    if snapshot.tls.requires_client_certificate(&host)
-        && conn.tls.as_ref().and_then(|t| t.server_name.as_deref()) != Some(host.as_str())
-    {
-        return finish(GatewayError::Misdirected.to_response(&rid), &rid);
-    }
-    let api: Arc<Api> = found.value.clone();
     served.api = Some(api.clone());
-    let method_matched = found.method_matched;
     let trace = conn.trace.as_deref();
     if let Some(t) = trace {
         t.routed(&api.route.api_id, &api.route.environment, api.chain.has_log_phase);
@@ -238,7 +225,7 @@ async fn serve(
         host,
         path,
         query: parts.uri.query().unwrap_or("").to_string(),
-        params: found.params,
+        params,
         headers: parts.headers,
         client_ip,
         identity: Identity::default(),
@@ -261,102 +248,18 @@ async fn serve(
         )
     };
     let limits = snapshot.limits;
-    let header_bytes: usize = ex.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
-    if header_bytes > limits.max_header_bytes {
-        return answer(GatewayError::HeadersTooLarge(limits.max_header_bytes), &ex.request_id);
-    }
-    // Read now: the headers go to the backend before the log phase runs.
-    let declared_length =
-        ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared_length.is_some_and(|n| n > limits.max_body_bytes) {
-        return answer(GatewayError::RequestTooLarge(limits.max_body_bytes), &ex.request_id);
-    }
-    if !api.parameters.is_empty() {
-        let mut params =
-            RequestParams { path: &mut ex.params, query: &mut ex.query, headers: &mut ex.headers };
-        if let Err(e) = params.validate(&api.parameters) {
-            return answer(GatewayError::InvalidParameter(e), &ex.request_id);
-        }
-    }
-
-    // Bodies are read only when a binding asked; otherwise they stream untouched.
-    let mut request_body_truncated = false;
-    let request_body = if let BodyNeed::Prefix(n) | BodyNeed::Full(n) = chain.request_body {
-        let full = matches!(chain.request_body, BodyNeed::Full(_));
-        // One byte more than a `full` cap tells a body at the cap from one over it.
-        match read_prefix(body, n as usize + usize::from(full)).await {
-            Ok((head, rest)) => {
-                if full && head.len() > n as usize {
-                    return answer(GatewayError::BodyTooLarge, &ex.request_id);
-                }
-                request_body_truncated = rest.is_some() || head.len() > n as usize;
-                ex.body = Some(head.slice(..head.len().min(n as usize)));
-                rejoin(head, rest)
-            }
-            Err(_) => {
-                return answer(
-                    GatewayError::BadRequest("the request body could not be read"),
-                    &ex.request_id,
-                );
-            }
-        }
-    } else {
-        GatewayBody::Incoming(body)
-    };
-    // A body of unknown length is counted as it streams, and cut off past the limit.
-    let request_body = if declared_length.is_none() && !request_body.is_end_stream() {
-        let exceeded = Arc::new(AtomicBool::new(false));
-        ex.body_exceeded = Some((exceeded.clone(), limits.max_body_bytes));
-        request_body.limited(limits.max_body_bytes, exceeded)
-    } else {
-        request_body
+    let declared_length = match check_request(&api, &mut ex, limits) {
+        Ok(length) => length,
+        Err(e) => return answer(e, &ex.request_id),
     };
 
-    // Request phase.
-    let mut early: Option<Response<GatewayBody>> = None;
-    let mut backend_override: Option<BackendTarget> = None;
-    let mut response_ops: Vec<HeaderOp> = Vec::new();
-    for b in chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
-        // Timed for the metrics or a debug trace only.
-        let called = (b.metrics.on() || trace.is_some()).then(Instant::now);
-        let result = b.policy.on_request(&ex.view(&api.route)).await;
-        let took = called.map_or(Duration::ZERO, |c| c.elapsed());
-        b.metrics.call(Phase::Request, took, result.is_err());
-        if let Some(t) = trace {
-            t.request_step(b, &result, took);
-        }
-        match result {
-            Ok(RequestAction::Continue(mut changes)) => {
-                changes.apply_to(ChangeableRequest {
-                    headers: &mut ex.headers,
-                    path: &mut ex.path,
-                    query: &mut ex.query,
-                    identity: &mut ex.identity,
-                    context: &mut ex.context,
-                });
-                if changes.backend.is_some() {
-                    backend_override = changes.backend;
-                }
-                response_ops.extend(changes.response_headers);
-            }
-            Ok(RequestAction::Respond(reply)) => {
-                let mut response = Backend::mock_response(&reply);
-                if reply.status.as_u16() >= 400 {
-                    ErrorInfo::mark_reply(&mut response);
-                    let code = response.extensions().get::<ErrorInfo>().map(|e| e.code.as_str());
-                    b.metrics.rejected(reply.status, code);
-                }
-                early = Some(response);
-                break;
-            }
-            Err(e) => {
-                if let Some(r) = binding_failed(&api, b, &e, &ex.request_id) {
-                    early = Some(r);
-                    break;
-                }
-            }
-        }
-    }
+    let (request_body, request_body_truncated) =
+        match request_body(chain.request_body, body, &mut ex, declared_length, limits).await {
+            Ok(read) => read,
+            Err(e) => return answer(e, &ex.request_id),
+        };
+
+    let RequestPhase { early, backend_override, response_ops } = request_phase(&api, &mut ex, trace).await;
     if early.is_none() && !method_matched {
         // An OPTIONS request routed only for its preflight, and nothing answered it.
         return answer(GatewayError::RouteNotFound, &ex.request_id);
@@ -385,66 +288,11 @@ async fn serve(
         op.apply(response.headers_mut());
     }
 
-    // Response phase.
-    let mut response_body_truncated = false;
-    let mut response_prefix: Option<Bytes> = None;
-    if chain.has_response_phase {
-        if let BodyNeed::Prefix(n) | BodyNeed::Full(n) = chain.response_body {
-            let (parts, body) = response.into_parts();
-            let body = match body {
-                GatewayBody::Incoming(b) => match read_prefix(b, n as usize).await {
-                    Ok((head, rest)) => {
-                        response_body_truncated = rest.is_some() || head.len() > n as usize;
-                        response_prefix = Some(head.slice(..head.len().min(n as usize)));
-                        rejoin(head, rest)
-                    }
-                    Err(_) => return answer(GatewayError::BackendUnavailable, &ex.request_id),
-                },
-                GatewayBody::Full(Some(b)) => {
-                    response_prefix = Some(b.slice(..b.len().min(n as usize)));
-                    GatewayBody::Full(Some(b))
-                }
-                other => other,
-            };
-            response = Response::from_parts(parts, body);
-        }
-        for b in chain.bindings.iter().filter(|b| b.policy.info().phases.response) {
-            let view = ResponseView {
-                status: response.status(),
-                headers: response.headers(),
-                outcome,
-                backend_latency,
-                body: response_prefix.as_deref(),
-            };
-            let called = (b.metrics.on() || trace.is_some()).then(Instant::now);
-            let result = b.policy.on_response(&ex.view(&api.route), &view).await;
-            let took = called.map_or(Duration::ZERO, |c| c.elapsed());
-            b.metrics.call(Phase::Response, took, result.is_err());
-            if let Some(t) = trace {
-                t.response_step(b, &result, took);
-            }
-            match result {
-                Ok(ResponseAction::Continue(changes)) => {
-                    if let Some(s) = changes.status {
-                        *response.status_mut() = s;
-                    }
-                    for op in changes.headers {
-                        op.apply(response.headers_mut());
-                    }
-                }
-                Ok(ResponseAction::Replace(reply)) => {
-                    response_prefix = Some(reply.body.clone());
-                    response = Backend::mock_response(&reply);
-                }
-                Err(e) => {
-                    if let Some(r) = binding_failed(&api, b, &e, &ex.request_id) {
-                        response = r;
-                        break;
-                    }
-                }
-            }
-        }
-    }
+    let (mut response, response_prefix, response_body_truncated) =
+        match response_phase(&api, &ex, response, outcome, backend_latency, trace).await {
+            Ok(phase) => phase,
+            Err(e) => return answer(e, &ex.request_id),
+        };
 
     if let Some(custom) = &api.errors {
         ErrorInfo::mark_reply(&mut response);
@@ -478,6 +326,227 @@ async fn serve(
         response = Response::from_parts(parts, body);
     }
     response
+}
+
+/// Where a request goes: its normalised path, the API, the parameters the route captured,
+/// and whether the method matched (else only the API's CORS preflight may answer).
+struct Routed {
+    path: String,
+    api: Arc<Api>,
+    params: Vec<(String, String)>,
+    method_matched: bool,
+}
+
+fn route(
+    snapshot: &Snapshot,
+    req: &Request<Incoming>,
+    host: &str,
+    conn: &Connection,
+) -> Result<Routed, GatewayError> {
+    // Owned here anyway (the exchange keeps it); not a second allocation.
+    let path = crate::path::normalize(req.uri().path(), snapshot.limits.encoded_slashes)
+        .map_err(GatewayError::BadPath)?
+        .into_owned();
+    let found = snapshot.router(req.headers()).and_then(|r| r.find(host, req.method(), &path));
+    let found = found.ok_or(GatewayError::RouteNotFound)?;
+    // A mutual-TLS domain is only served on a connection whose handshake named it: otherwise
+    // a client could shake hands as another domain and skip the certificate check.
+    if snapshot.tls.requires_client_certificate(host)
+        && conn.tls.as_ref().and_then(|t| t.server_name.as_deref()) != Some(host)
+    {
+        return Err(GatewayError::Misdirected);
+    }
+    let (api, method_matched) = (found.value.clone(), found.method_matched);
+    Ok(Routed { path, api, params: found.params, method_matched })
+}
+
+/// The request's size limits, and its declared parameters (checked, defaults filled in).
+/// Returns the body length it declares.
+fn check_request(
+    api: &Api,
+    ex: &mut Exchange,
+    limits: crate::RequestLimits,
+) -> Result<Option<u64>, GatewayError> {
+    let header_bytes: usize = ex.headers.iter().map(|(n, v)| n.as_str().len() + v.len()).sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(GatewayError::HeadersTooLarge(limits.max_header_bytes));
+    }
+    // Read now: the headers go to the backend before the log phase runs.
+    let declared_length =
+        ex.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared_length.is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(GatewayError::RequestTooLarge(limits.max_body_bytes));
+    }
+    if !api.parameters.is_empty() {
+        let mut params =
+            RequestParams { path: &mut ex.params, query: &mut ex.query, headers: &mut ex.headers };
+        params.validate(&api.parameters).map_err(GatewayError::InvalidParameter)?;
+    }
+    Ok(declared_length)
+}
+
+/// Read as much of the request body as the chain's bindings asked for (none: it streams
+/// untouched), into `ex.body`; a body of unknown length is counted as it streams and cut off
+/// past the limit. The body to send on, and whether the bindings saw only part of it.
+async fn request_body(
+    need: BodyNeed,
+    body: Incoming,
+    ex: &mut Exchange,
+    declared_length: Option<u64>,
+    limits: crate::RequestLimits,
+) -> Result<(GatewayBody, bool), GatewayError> {
+    let mut truncated = false;
+    let body = if let BodyNeed::Prefix(n) | BodyNeed::Full(n) = need {
+        let full = matches!(need, BodyNeed::Full(_));
+        // One byte more than a `full` cap tells a body at the cap from one over it.
+        let (head, rest) = read_prefix(body, n as usize + usize::from(full))
+            .await
+            .map_err(|_| GatewayError::BadRequest("the request body could not be read"))?;
+        if full && head.len() > n as usize {
+            return Err(GatewayError::BodyTooLarge);
+        }
+        truncated = rest.is_some() || head.len() > n as usize;
+        ex.body = Some(head.slice(..head.len().min(n as usize)));
+        rejoin(head, rest)
+    } else {
+        GatewayBody::Incoming(body)
+    };
+    if declared_length.is_none() && !body.is_end_stream() {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        ex.body_exceeded = Some((exceeded.clone(), limits.max_body_bytes));
+        return Ok((body.limited(limits.max_body_bytes, exceeded), truncated));
+    }
+    Ok((body, truncated))
+}
+
+/// What the request phase decided.
+struct RequestPhase {
+    /// A binding's reply (or failure), which ends the phase and replaces the backend.
+    early: Option<Response<GatewayBody>>,
+    /// The backend a binding switched to.
+    backend_override: Option<BackendTarget>,
+    /// Response headers bindings set now, applied when the response comes.
+    response_ops: Vec<HeaderOp>,
+}
+
+/// Each binding's request phase in order; a `continue` changes the request for the next.
+async fn request_phase(api: &Api, ex: &mut Exchange, trace: Option<&Trace>) -> RequestPhase {
+    let mut phase = RequestPhase { early: None, backend_override: None, response_ops: Vec::new() };
+    for b in api.chain.bindings.iter().filter(|b| b.policy.info().phases.request) {
+        // Timed for the metrics or a debug trace only.
+        let called = (b.metrics.on() || trace.is_some()).then(Instant::now);
+        let result = b.policy.on_request(&ex.view(&api.route)).await;
+        let took = called.map_or(Duration::ZERO, |c| c.elapsed());
+        b.metrics.call(Phase::Request, took, result.is_err());
+        if let Some(t) = trace {
+            t.request_step(b, &result, took);
+        }
+        match result {
+            Ok(RequestAction::Continue(mut changes)) => {
+                changes.apply_to(ChangeableRequest {
+                    headers: &mut ex.headers,
+                    path: &mut ex.path,
+                    query: &mut ex.query,
+                    identity: &mut ex.identity,
+                    context: &mut ex.context,
+                });
+                if changes.backend.is_some() {
+                    phase.backend_override = changes.backend;
+                }
+                phase.response_ops.extend(changes.response_headers);
+            }
+            Ok(RequestAction::Respond(reply)) => {
+                let mut response = Backend::mock_response(&reply);
+                if reply.status.as_u16() >= 400 {
+                    ErrorInfo::mark_reply(&mut response);
+                    let code = response.extensions().get::<ErrorInfo>().map(|e| e.code.as_str());
+                    b.metrics.rejected(reply.status, code);
+                }
+                phase.early = Some(response);
+                break;
+            }
+            Err(e) => {
+                if let Some(r) = binding_failed(api, b, &e, &ex.request_id) {
+                    phase.early = Some(r);
+                    break;
+                }
+            }
+        }
+    }
+    phase
+}
+
+/// Each binding's response phase in order, after reading as much of the body as they asked
+/// for. The response, the body prefix they saw, and whether it was cut short.
+async fn response_phase(
+    api: &Api,
+    ex: &Exchange,
+    mut response: Response<GatewayBody>,
+    outcome: BackendOutcome,
+    backend_latency: Duration,
+    trace: Option<&Trace>,
+) -> Result<(Response<GatewayBody>, Option<Bytes>, bool), GatewayError> {
+    let chain = &api.chain;
+    let mut truncated = false;
+    let mut prefix: Option<Bytes> = None;
+    if !chain.has_response_phase {
+        return Ok((response, prefix, truncated));
+    }
+    if let BodyNeed::Prefix(n) | BodyNeed::Full(n) = chain.response_body {
+        let (parts, body) = response.into_parts();
+        let body = match body {
+            GatewayBody::Incoming(b) => {
+                let (head, rest) =
+                    read_prefix(b, n as usize).await.map_err(|_| GatewayError::BackendUnavailable)?;
+                truncated = rest.is_some() || head.len() > n as usize;
+                prefix = Some(head.slice(..head.len().min(n as usize)));
+                rejoin(head, rest)
+            }
+            GatewayBody::Full(Some(b)) => {
+                prefix = Some(b.slice(..b.len().min(n as usize)));
+                GatewayBody::Full(Some(b))
+            }
+            other => other,
+        };
+        response = Response::from_parts(parts, body);
+    }
+    for b in chain.bindings.iter().filter(|b| b.policy.info().phases.response) {
+        let view = ResponseView {
+            status: response.status(),
+            headers: response.headers(),
+            outcome,
+            backend_latency,
+            body: prefix.as_deref(),
+        };
+        let called = (b.metrics.on() || trace.is_some()).then(Instant::now);
+        let result = b.policy.on_response(&ex.view(&api.route), &view).await;
+        let took = called.map_or(Duration::ZERO, |c| c.elapsed());
+        b.metrics.call(Phase::Response, took, result.is_err());
+        if let Some(t) = trace {
+            t.response_step(b, &result, took);
+        }
+        match result {
+            Ok(ResponseAction::Continue(changes)) => {
+                if let Some(s) = changes.status {
+                    *response.status_mut() = s;
+                }
+                for op in changes.headers {
+                    op.apply(response.headers_mut());
+                }
+            }
+            Ok(ResponseAction::Replace(reply)) => {
+                prefix = Some(reply.body.clone());
+                response = Backend::mock_response(&reply);
+            }
+            Err(e) => {
+                if let Some(r) = binding_failed(api, b, &e, &ex.request_id) {
+                    response = r;
+                    break;
+                }
+            }
+        }
+    }
+    Ok((response, prefix, truncated))
 }
 
 /// Everything the log phase needs once the response has been sent.
