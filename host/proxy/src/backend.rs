@@ -2,14 +2,19 @@
 //! connections, timeouts, retries) or a mock response.
 
 use crate::body::GatewayBody;
-use crate::policy::Reply;
+use crate::error::GatewayError;
+use crate::policy::{BackendOutcome, Reply};
+use crate::trace::{BackendTrace, Trace};
 use crate::upstream::{Channel, UpstreamClient};
+use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use http_body::Body as _;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 pub enum Backend {
     Http(HttpBackend),
@@ -170,6 +175,116 @@ impl HttpBackend {
             .path_and_query(pq.clone())
             .build()
             .expect("scheme, authority and path are valid")
+    }
+}
+
+/// A request as it goes to the backend: everything but where.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a PathAndQuery,
+    pub headers: HeaderMap,
+    pub body: GatewayBody,
+    /// What a consistent-hash channel picks its member by.
+    pub hash_key: Option<u64>,
+    /// Set once a streamed request body went past its limit (which fails the send).
+    pub body_exceeded: Option<&'a (Arc<AtomicBool>, u64)>,
+    pub request_id: &'a str,
+    pub api_id: &'a str,
+}
+
+impl HttpBackend {
+    /// Send `out` to this backend (a channel's member: each attempt another), again while it
+    /// fails, up to `retries` times, if it can be sent again: an idempotent method and a body
+    /// that is empty or was read in full. The answer, or the last failure as a gateway error.
+    pub async fn send(
+        &self,
+        out: Outgoing<'_>,
+        trace: Option<&Trace>,
+    ) -> (http::Response<GatewayBody>, BackendOutcome) {
+        // Another attempt needs an idempotent method and a body that can be sent again: none,
+        // or one read in full.
+        let idempotent = matches!(
+            *out.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        let replay = match &out.body {
+            _ if self.retries == 0 || !idempotent => None,
+            GatewayBody::Empty => Some(Bytes::new()),
+            GatewayBody::Full(Some(b)) => Some(b.clone()),
+            GatewayBody::Incoming(b) if b.is_end_stream() => Some(Bytes::new()),
+            _ => None,
+        };
+        let attempts = if replay.is_some() { self.retries + 1 } else { 1 };
+        let mut body = Some(out.body);
+        let mut headers = out.headers;
+        let mut tried: u128 = 0;
+        let mut failure = None;
+        for attempt in 0..attempts {
+            let (authority, member) = match &self.target {
+                Target::Host(a) => (a, None),
+                Target::Channel(c) => match c.pick(out.hash_key, tried) {
+                    Some(i) => (&c.members[i].authority, Some((c, i))),
+                    None if attempt == 0 => {
+                        let err = GatewayError::NoHealthyMember { channel: c.name.clone() };
+                        if let Some(t) = trace {
+                            t.backend(BackendTrace::NotCalled);
+                        }
+                        return (err.to_response(out.request_id), BackendOutcome::Failed);
+                    }
+                    // Every member was tried: the last failure stands.
+                    None => break,
+                },
+            };
+            let uri = self.uri(authority, out.path_and_query);
+            let mut upstream = http::Request::new(match (body.take(), &replay) {
+                (Some(b), _) => b,
+                (None, Some(again)) => GatewayBody::full(again.clone()),
+                (None, None) => unreachable!("one attempt without a replayable body"),
+            });
+            *upstream.method_mut() = out.method.clone();
+            *upstream.headers_mut() =
+                if attempt + 1 < attempts { headers.clone() } else { std::mem::take(&mut headers) };
+            self.sign(out.method, &uri, upstream.headers_mut());
+            *upstream.uri_mut() = uri;
+            let traced = trace.map(|t| {
+                t.backend_sent(upstream.method(), upstream.uri(), upstream.headers(), attempt + 1);
+                (t, Instant::now())
+            });
+
+            let sent = tokio::time::timeout(self.timeout, self.client.request(upstream)).await;
+            let (response, outcome) = match sent {
+                Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
+                Ok(Err(_))
+                    if let Some((exceeded, limit)) = out.body_exceeded
+                        && exceeded.load(Ordering::Relaxed) =>
+                {
+                    let e = GatewayError::RequestTooLarge(*limit);
+                    return (e.to_response(out.request_id), BackendOutcome::NotCalled);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(api = %out.api_id, backend = %authority, error = %e, "backend request failed");
+                    (GatewayError::BackendUnavailable.to_response(out.request_id), BackendOutcome::Failed)
+                }
+                Err(_) => {
+                    (GatewayError::BackendTimeout.to_response(out.request_id), BackendOutcome::TimedOut)
+                }
+            };
+            if let Some((t, at)) = traced {
+                let answer = (outcome == BackendOutcome::Responded).then(|| response.status());
+                t.backend_answered(answer, outcome, at.elapsed());
+            }
+            let ok = outcome == BackendOutcome::Responded;
+            if let Some((c, i)) = member {
+                let status = response.status().as_u16();
+                c.report(i, ok && !matches!(status, 502..=504));
+                tried |= 1 << i;
+            }
+            if ok {
+                return (response, outcome);
+            }
+            failure = Some((response, outcome));
+        }
+        failure.expect("at least one attempt")
     }
 }
 

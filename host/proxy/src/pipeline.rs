@@ -19,7 +19,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 use tracing::warn;
 
@@ -686,83 +686,15 @@ async fn call_backend(
     }
     headers.insert(TRACEPARENT.clone(), ex.trace_context.header());
 
-    // Another attempt needs an idempotent method and a body that can be sent again: none,
-    // or one read in full.
-    let idempotent =
-        matches!(ex.method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE);
-    let replay = match &body {
-        _ if http.retries == 0 || !idempotent => None,
-        GatewayBody::Empty => Some(Bytes::new()),
-        GatewayBody::Full(Some(b)) => Some(b.clone()),
-        GatewayBody::Incoming(b) if b.is_end_stream() => Some(Bytes::new()),
-        _ => None,
+    let out = backend::Outgoing {
+        method: &ex.method,
+        path_and_query: &pq,
+        headers,
+        body,
+        hash_key,
+        body_exceeded: ex.body_exceeded.as_ref(),
+        request_id: &ex.request_id,
+        api_id: &api.route.api_id,
     };
-    let attempts = if replay.is_some() { http.retries + 1 } else { 1 };
-    let mut body = Some(body);
-    let mut tried: u128 = 0;
-    let mut failure = None;
-    for attempt in 0..attempts {
-        let (authority, member) = match &http.target {
-            Target::Host(a) => (a, None),
-            Target::Channel(c) => match c.pick(hash_key, tried) {
-                Some(i) => (&c.members[i].authority, Some((c, i))),
-                None if attempt == 0 => {
-                    let err = GatewayError::NoHealthyMember { channel: c.name.clone() };
-                    if let Some(t) = trace {
-                        t.backend(BackendTrace::NotCalled);
-                    }
-                    return (err.to_response(&ex.request_id), BackendOutcome::Failed);
-                }
-                // Every member was tried: the last failure stands.
-                None => break,
-            },
-        };
-        let uri = http.uri(authority, &pq);
-        let mut upstream = Request::new(match (body.take(), &replay) {
-            (Some(b), _) => b,
-            (None, Some(again)) => GatewayBody::full(again.clone()),
-            (None, None) => unreachable!("one attempt without a replayable body"),
-        });
-        *upstream.method_mut() = ex.method.clone();
-        *upstream.headers_mut() =
-            if attempt + 1 < attempts { headers.clone() } else { std::mem::take(&mut headers) };
-        http.sign(&ex.method, &uri, upstream.headers_mut());
-        *upstream.uri_mut() = uri;
-        let traced = trace.map(|t| {
-            t.backend_sent(upstream.method(), upstream.uri(), upstream.headers(), attempt + 1);
-            (t, Instant::now())
-        });
-
-        let sent = tokio::time::timeout(http.timeout, http.client.request(upstream)).await;
-        let (response, outcome) = match sent {
-            Ok(Ok(resp)) => (resp.map(GatewayBody::Incoming), BackendOutcome::Responded),
-            Ok(Err(_))
-                if let Some((exceeded, limit)) = &ex.body_exceeded
-                    && exceeded.load(Ordering::Relaxed) =>
-            {
-                let e = GatewayError::RequestTooLarge(*limit);
-                return (e.to_response(&ex.request_id), BackendOutcome::NotCalled);
-            }
-            Ok(Err(e)) => {
-                warn!(api = %api.route.api_id, backend = %authority, error = %e, "backend request failed");
-                (GatewayError::BackendUnavailable.to_response(&ex.request_id), BackendOutcome::Failed)
-            }
-            Err(_) => (GatewayError::BackendTimeout.to_response(&ex.request_id), BackendOutcome::TimedOut),
-        };
-        if let Some((t, at)) = traced {
-            let answer = (outcome == BackendOutcome::Responded).then(|| response.status());
-            t.backend_answered(answer, outcome, at.elapsed());
-        }
-        let ok = outcome == BackendOutcome::Responded;
-        if let Some((c, i)) = member {
-            let status = response.status().as_u16();
-            c.report(i, ok && !matches!(status, 502..=504));
-            tried |= 1 << i;
-        }
-        if ok {
-            return (response, outcome);
-        }
-        failure = Some((response, outcome));
-    }
-    failure.expect("at least one attempt")
+    http.send(out, trace).await
 }
