@@ -73,12 +73,12 @@ pub fn run(command: PluginCommand) -> Result<()> {
     match command {
         PluginCommand::New { name, dir, checkout } => new(&name, dir, checkout),
         PluginCommand::Build { dir, listen, precompile, cache_dir } => {
-            build(&dir, &listen, precompile.then(|| cache_dir.or_else(crate::default_cache_dir)))
+            let cache = if precompile { Some(precompile_cache(cache_dir)?) } else { None };
+            build(&dir, &listen, cache)
         }
         PluginCommand::Test { path, component } => crate::plugin_test::run(&path, component.as_deref()),
         PluginCommand::Precompile { files, cache_dir } => {
-            let cache =
-                cache_dir.or_else(crate::default_cache_dir).context("no plugin cache: pass --cache-dir")?;
+            let cache = precompile_cache(cache_dir)?;
             let runtime = PluginRuntime::new(Some(cache.clone()))?;
             for file in &files {
                 let loaded = runtime.load(file)?;
@@ -181,15 +181,18 @@ fn new(name: &str, dir: Option<PathBuf>, checkout: Option<PathBuf>) -> Result<()
     Ok(())
 }
 
-fn build(dir: &Path, listen: &str, precompile: Option<Option<PathBuf>>) -> Result<()> {
+/// The plugin cache to precompile into: `--cache-dir`, else the gateway's default.
+fn precompile_cache(cache_dir: Option<PathBuf>) -> Result<PathBuf> {
+    cache_dir
+        .or_else(crate::default_cache_dir)
+        .context("no plugin cache to precompile into: pass --cache-dir")
+}
+
+/// `cache`: where to keep the compiled component (`--precompile`), if anywhere.
+fn build(dir: &Path, listen: &str, cache: Option<PathBuf>) -> Result<()> {
     let wasm = wasmgate_test::try_build(&dir.to_string_lossy(), "release").map_err(anyhow::Error::msg)?;
     // What `run` would do with it: compile, link against what this gateway provides, and
     // find the policy export (a `RuntimeError` says which failed).
-    let cache = match precompile {
-        Some(Some(dir)) => Some(dir),
-        Some(None) => bail!("no plugin cache to precompile into: pass --cache-dir"),
-        None => None,
-    };
     let runtime = PluginRuntime::new(cache.clone())?;
     let loaded = runtime.load(&wasm)?;
     let name = loaded.info.name.clone().unwrap_or_else(|| "my-plugin".into());
