@@ -1644,10 +1644,7 @@ impl Api {
             if p.location == ParamLocation::Header && !header_ok(&p.name) {
                 return Err((at, "not a header name".into()));
             }
-            if p.location == ParamLocation::Path
-                && !self.path.contains(&format!("{{{}}}", p.name))
-                && !self.path.contains(&format!("{{{}+}}", p.name))
-            {
+            if p.location == ParamLocation::Path && !template_names(&self.path).any(|n| n == p.name) {
                 return Err((at, format!("the path `{}` has no {{{}}}", self.path, p.name)));
             }
             if let (Some(min), Some(max)) = (p.min, p.max)
