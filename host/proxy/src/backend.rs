@@ -176,23 +176,7 @@ impl HttpBackend {
             .build()
             .expect("scheme, authority and path are valid")
     }
-}
 
-/// A request as it goes to the backend: everything but where.
-pub struct Outgoing<'a> {
-    pub method: &'a Method,
-    pub path_and_query: &'a PathAndQuery,
-    pub headers: HeaderMap,
-    pub body: GatewayBody,
-    /// What a consistent-hash channel picks its member by.
-    pub hash_key: Option<u64>,
-    /// Set once a streamed request body went past its limit (which fails the send).
-    pub body_exceeded: Option<&'a (Arc<AtomicBool>, u64)>,
-    pub request_id: &'a str,
-    pub api_id: &'a str,
-}
-
-impl HttpBackend {
     /// Send `out` to this backend (a channel's member: each attempt another), again while it
     /// fails, up to `retries` times, if it can be sent again: an idempotent method and a body
     /// that is empty or was read in full. The answer, or the last failure as a gateway error.
@@ -286,6 +270,20 @@ impl HttpBackend {
         }
         failure.expect("at least one attempt")
     }
+}
+
+/// A request as it goes to the backend: everything but where.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a PathAndQuery,
+    pub headers: HeaderMap,
+    pub body: GatewayBody,
+    /// What a consistent-hash channel picks its member by.
+    pub hash_key: Option<u64>,
+    /// Set once a streamed request body went past its limit (which fails the send).
+    pub body_exceeded: Option<&'a (Arc<AtomicBool>, u64)>,
+    pub request_id: &'a str,
+    pub api_id: &'a str,
 }
 
 /// Replace `{name}` and `{name+}` in a backend path template with the captured parameters.
